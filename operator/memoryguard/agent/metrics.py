@@ -1,0 +1,297 @@
+"""The agent's Prometheus metrics.
+
+Per-container series come from a collector that reads the sampler's latest readings at scrape
+time, so sampling costs nothing extra per tick and series of containers that went away
+disappear with them. Kernel counters (``memory.events``, PSI ``total``, ``pgmajfault``) are
+exposed as counters, sizes as gauges in bytes. The agent knows a container by ``pod_uid``,
+``container_id`` and ``qos`` (what the cgroup path says); it does not know namespace, pod or
+container names. A ``NameLookup`` (for example one backed by the kubelet) can add them as
+``namespace``/``pod``/``container`` labels; without one they are left out, never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from memoryguard import __version__
+from memoryguard.engine.model import Sample
+
+PREFIX = "memoryguard"
+
+TICK_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerNames:
+    namespace: str
+    pod: str
+    container: str
+
+
+NameLookup = Callable[[str, str], ContainerNames | None]  # (pod_uid, container_id) -> names
+
+
+class SamplerView(Protocol):
+    """What the collector reads from the sampler at scrape time."""
+
+    @property
+    def cgroup_version(self) -> int: ...
+
+    @property
+    def container_count(self) -> int: ...
+
+    @property
+    def last_tick_t_seconds(self) -> float | None: ...
+
+    @property
+    def errors(self) -> Mapping[str, int]: ...
+
+    def latest(self) -> Iterable[Any]: ...
+
+
+# (metric suffix, help, Sample attribute or property). Unknown (None) values are skipped, so a
+# container without a limit has no limit series instead of a fake one.
+_GAUGES: tuple[tuple[str, str, str], ...] = (
+    (
+        "anon_bytes",
+        "Anonymous memory (memory.stat anon): what only freeing or a restart gives back.",
+        "anon_bytes",
+    ),
+    (
+        "file_bytes",
+        "Page cache (memory.stat file): reclaimable unless dirty, shared or mapped.",
+        "file_bytes",
+    ),
+    ("active_file_bytes", "Page cache on the active list (memory.stat active_file).", "active_file_bytes"),
+    (
+        "inactive_file_bytes",
+        "Page cache on the inactive list (memory.stat inactive_file): reclaimed first.",
+        "inactive_file_bytes",
+    ),
+    (
+        "shmem_bytes",
+        "Shared memory and tmpfs (memory.stat shmem): counted as file, not reclaimable.",
+        "shmem_bytes",
+    ),
+    ("kernel_bytes", "Kernel memory charged to the cgroup (memory.stat kernel).", "kernel_bytes"),
+    (
+        "usage_bytes",
+        "Memory charged to the cgroup (memory.current; v1 memory.usage_in_bytes).",
+        "usage_bytes",
+    ),
+    (
+        "working_set_bytes",
+        "Usage minus inactive page cache, as kubelet and cAdvisor compute it (and evict on).",
+        "working_set_bytes",
+    ),
+    ("limit_bytes", "memory.max (v1 memory.limit_in_bytes); absent when unlimited.", "max_bytes"),
+    ("high_bytes", "memory.high throttling threshold; absent when unset.", "high_bytes"),
+    ("swap_bytes", "Swap used by the cgroup (memory.swap.current).", "swap_current_bytes"),
+    ("swap_limit_bytes", "memory.swap.max; absent when unlimited.", "swap_max_bytes"),
+)
+
+# memory.events keys, with the Sample field that carries each when the reading has no dict.
+_EVENT_FALLBACK = {"high": "high_events", "max": "max_events", "oom": "oom_events", "oom_kill": "oom_kill"}
+_SWAP_EVENT_FALLBACK = {"fail": "swap_fail_events"}
+
+
+class SamplerCollector:
+    """Builds the per-container and sampler-state families from the sampler, at scrape time."""
+
+    def __init__(self, sampler: SamplerView, *, node_name: str = "", names: NameLookup | None = None) -> None:
+        self.sampler = sampler
+        self.node_name = node_name
+        self.names = names
+
+    def describe(self) -> list[Metric]:
+        # Nothing to declare up front: families depend on what the sampler holds at scrape time.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._agent_families()
+        yield from self._container_families()
+
+    def _agent_families(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            f"{PREFIX}_agent_info",
+            "Agent build and host facts; the value is always 1.",
+            labels=["version", "cgroup_version", "node"],
+        )
+        info.add_metric([__version__, str(self.sampler.cgroup_version), self.node_name], 1.0)
+        yield info
+        yield GaugeMetricFamily(
+            f"{PREFIX}_agent_containers",
+            "Containers found by discovery at the last sampling tick.",
+            value=float(self.sampler.container_count),
+        )
+        last = self.sampler.last_tick_t_seconds
+        if last is not None:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_agent_last_tick_timestamp_seconds",
+                "Wall-clock time of the last completed sampling tick (Unix seconds).",
+                value=last,
+            )
+        errors = CounterMetricFamily(
+            f"{PREFIX}_agent_tick_errors",
+            "cgroup reads skipped during sampling, by kind (vanished, missing_file, malformed, permission).",
+            labels=["kind"],
+        )
+        for kind, count in sorted(self.sampler.errors.items()):
+            errors.add_metric([kind], float(count))
+        yield errors
+
+    def _container_families(self) -> Iterator[Metric]:
+        readings = list(self.sampler.latest())
+        base = ["pod_uid", "container_id", "qos"]
+        label_names = base + (["namespace", "pod", "container"] if self.names is not None else [])
+        name = f"{PREFIX}_container_memory"
+        gauges = [
+            (GaugeMetricFamily(f"{name}_{suffix}", help_text, labels=label_names), attr)
+            for suffix, help_text, attr in _GAUGES
+        ]
+        events = CounterMetricFamily(
+            f"{name}_events",
+            "memory.events counters (low, high, max, oom, oom_kill, oom_group_kill) since cgroup creation.",
+            labels=[*label_names, "event"],
+        )
+        swap_events = CounterMetricFamily(
+            f"{name}_swap_events",
+            "memory.swap.events counters (high, max, fail) since the cgroup was created.",
+            labels=[*label_names, "event"],
+        )
+        faults = CounterMetricFamily(
+            f"{name}_major_page_faults",
+            "Major page faults (memory.stat pgmajfault): page cache or swap read back from disk.",
+            labels=label_names,
+        )
+        stalled = CounterMetricFamily(
+            f"{name}_pressure_stalled_seconds",
+            "memory.pressure total: time some or all (full) tasks were stalled waiting for memory.",
+            labels=[*label_names, "kind"],
+        )
+        avg10 = GaugeMetricFamily(
+            f"{name}_pressure_avg10_ratio",
+            "memory.pressure avg10 as a ratio (0..1): share of the last 10 s tasks were stalled on memory.",
+            labels=[*label_names, "kind"],
+        )
+        for reading in readings:
+            labels = self._labels(reading)
+            sample: Sample = reading.latest
+            for family, attr in gauges:
+                value = getattr(sample, attr)
+                if value is not None:
+                    family.add_metric(labels, float(value))
+            for key, count in _counters(getattr(reading, "events", None), sample, _EVENT_FALLBACK):
+                events.add_metric([*labels, key], count)
+            for key, count in _counters(getattr(reading, "swap_events", None), sample, _SWAP_EVENT_FALLBACK):
+                swap_events.add_metric([*labels, key], count)
+            faults.add_metric(labels, float(sample.pgmajfault))
+            pressure = getattr(reading, "pressure", None) or {}
+            for kind in ("some", "full"):
+                row = pressure.get(kind)
+                if not row:
+                    continue
+                if row.get("total") is not None:
+                    stalled.add_metric([*labels, kind], float(row["total"]) / 1e6)  # kernel: microseconds
+                if row.get("avg10") is not None:
+                    avg10.add_metric([*labels, kind], float(row["avg10"]) / 100.0)  # kernel: percent
+        for family, _ in gauges:
+            yield family
+        yield from (events, swap_events, faults, stalled, avg10)
+
+    def _labels(self, reading: Any) -> list[str]:
+        labels = [str(reading.pod_uid), str(reading.container_id), str(reading.qos)]
+        if self.names is not None:
+            found = self.names(reading.pod_uid, reading.container_id)
+            # Empty label values are the same as absent ones to Prometheus: unknown stays unknown.
+            labels += [found.namespace, found.pod, found.container] if found else ["", "", ""]
+        return labels
+
+
+def _counters(
+    values: Mapping[str, Any] | None, sample: Sample, fallback: Mapping[str, str]
+) -> Iterator[tuple[str, float]]:
+    if values:
+        for key, count in sorted(values.items()):
+            if isinstance(count, int | float) and not isinstance(count, bool):
+                yield key, float(count)
+        return
+    for key, attr in fallback.items():
+        yield key, float(getattr(sample, attr))
+
+
+class AgentMetrics:
+    """The agent's registry: the scrape-time collector plus counters the server and loop update."""
+
+    def __init__(self, sampler: SamplerView, *, node_name: str = "", names: NameLookup | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SamplerCollector(sampler, node_name=node_name, names=names))
+        agent = f"{PREFIX}_agent"
+        self.tick_duration = Histogram(
+            f"{agent}_tick_duration_seconds",
+            "Wall time of one sampling tick over every discovered container.",
+            buckets=TICK_BUCKETS_SECONDS,
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            f"{agent}_http_requests",
+            "API requests answered, by route and HTTP status code.",
+            ["route", "code"],
+            registry=self.registry,
+        )
+        self.auth_decisions = Counter(
+            f"{agent}_auth_decisions",
+            "Authentication and authorization outcomes of API requests "
+            "(allowed, unauthenticated, denied, unavailable, disabled).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.auth_reviews = Counter(
+            f"{agent}_auth_reviews",
+            "TokenReviews and SubjectAccessReviews posted to the API server (cache misses), by outcome.",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.reclaims = Counter(
+            f"{agent}_reclaim_requests",
+            "memory.reclaim requests, by outcome (complete, partial, unsupported, busy, not_found, error).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.reclaim_requested_bytes = Counter(
+            f"{agent}_reclaim_requested_bytes",
+            "Bytes asked of memory.reclaim.",
+            registry=self.registry,
+        )
+        self.reclaim_freed_bytes = Counter(
+            f"{agent}_reclaim_freed_bytes",
+            "Bytes memory.reclaim actually freed (memory.current before minus after).",
+            registry=self.registry,
+        )
+        self.drop_caches = Counter(
+            f"{agent}_drop_caches_requests",
+            "drop_caches requests, by level and outcome (done, disabled, rate_limited, error).",
+            ["level", "outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("complete", "partial", "unsupported", "busy", "not_found", "error"):
+            self.reclaims.labels(outcome)
+        for result in ("allowed", "unauthenticated", "denied", "unavailable"):
+            self.auth_decisions.labels(result)
+
+    def observe_tick(self, duration_seconds: float) -> None:
+        self.tick_duration.observe(duration_seconds)
+
+    def observe_review(self, kind: str, outcome: str) -> None:
+        self.auth_reviews.labels(kind, outcome).inc()
+
+    def render(self, accept_header: str | None) -> tuple[bytes, str]:
+        """The exposition body and its content type, text or OpenMetrics as the scraper asks."""
+        encoder, content_type = choose_encoder(accept_header or "")
+        return encoder(self.registry), content_type
