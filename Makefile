@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: install test lint bench kernel-test demo chart-test format clean
+.PHONY: install test lint bench kernel-test demo chart-test chart-sync format clean
 
 install:            ## everything a fresh machine needs: Debian packages, helm/kubectl, Python venv
 	bash scripts/install-deps.sh
@@ -21,6 +21,12 @@ lint:               ## ruff, mypy, import-linter (the engine stays pure)
 format:
 	$(VENV)/bin/ruff format operator tests
 	$(VENV)/bin/ruff check --fix operator tests
+
+chart-test:         ## helm lint/template, schema validation, deploy/ and docs/reference.md up to date
+	$(PY) -m pytest -q tests/chart
+
+chart-sync:         ## copy the CRD into the chart, re-render deploy/ and docs/reference.md
+	bash scripts/sync-chart.sh
 
 bench:              ## benchmarks reported in BENCHMARKS.md
 	bash scripts/bench.sh
