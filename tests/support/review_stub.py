@@ -42,8 +42,11 @@ class ReviewStub:
     requests: list[RecordedReview] = field(default_factory=list)
     url: str = ""
     _runner: web.AppRunner | None = None
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def add_user(self, token: str, username: str, groups: tuple[str, ...] = ("system:authenticated",)) -> None:
+    def add_user(
+        self, token: str, username: str, groups: tuple[str, ...] = ("system:authenticated",)
+    ) -> None:
         self.users[token] = {"username": username, "uid": f"uid-{username}", "groups": list(groups)}
 
     def grant(self, username: str, attributes: dict[str, Any]) -> None:
@@ -58,7 +61,8 @@ class ReviewStub:
         app = web.Application()
         app.router.add_post(TOKEN_REVIEWS, self._token_review)
         app.router.add_post(ACCESS_REVIEWS, self._access_review)
-        self._runner = web.AppRunner(app)
+        self._release.clear()
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
@@ -68,6 +72,7 @@ class ReviewStub:
         return self.url
 
     async def close(self) -> None:
+        self._release.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -78,7 +83,7 @@ class ReviewStub:
         body = await request.json()
         self.requests.append(RecordedReview(path=path, bearer=bearer, body=body))
         if self.mode == "hang":
-            await asyncio.sleep(3600)
+            await self._release.wait()  # until close(): a test's timeout fires long before
         if self.mode == "error":
             raise web.HTTPInternalServerError(text='{"kind": "Status", "message": "etcd unavailable"}')
         if bearer != self.agent_token:
