@@ -1,0 +1,244 @@
+"""The operator's own Kubernetes API calls (Kopf makes the watch and bookkeeping calls).
+
+This is the only module that talks to the API server for MemoryGuard: reading workloads and
+pods, patching pod templates, evicting, posting Events, writing MemoryGuard status. Each
+method names the RBAC it needs, and the chart's RBAC is derived from them.
+
+The official client is synchronous, so every call runs in a worker thread. Bodies are plain
+JSON dicts in and out: the client's models are not needed to patch two annotations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import kubernetes
+import urllib3
+
+from memoryguard import annotations
+from memoryguard.controller.settings import OperatorConfig
+
+log = logging.getLogger("memoryguard.controller.kubeapi")
+
+MERGE_PATCH = "application/merge-patch+json"
+
+# kind -> (API path prefix, plural)
+WORKLOADS: dict[str, tuple[str, str]] = {
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "StatefulSet": ("/apis/apps/v1", "statefulsets"),
+    "DaemonSet": ("/apis/apps/v1", "daemonsets"),
+    "ReplicaSet": ("/apis/apps/v1", "replicasets"),
+}
+
+# What each method needs, for the chart's RBAC (verbs per group/resource).
+RBAC: dict[str, tuple[str, ...]] = {
+    "apps/deployments": ("get", "patch"),
+    "apps/statefulsets": ("get", "patch"),
+    "apps/daemonsets": ("get", "patch"),
+    "apps/replicasets": ("get",),
+    "core/pods": ("get",),
+    "core/pods/eviction": ("create",),
+    "core/events": ("create",),
+    "memoryguard.io/memoryguards": ("get",),
+    "memoryguard.io/memoryguards/status": ("patch",),
+}
+
+
+class KubeApiError(Exception):
+    """A failed API call: ``status`` 0 means no HTTP answer (connection, timeout)."""
+
+    def __init__(self, status: int, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(f"{status or 'no answer'}: {message}")
+        self.status = status
+        self.message = message
+        self.retry_after_seconds = retry_after_seconds
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: no answer, a conflict, throttling, or a server-side failure."""
+        return self.status == 0 or self.status in (409, 429) or self.status >= 500
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    """The Eviction API's answer: evicted, blocked by a PodDisruptionBudget (429), or gone."""
+
+    outcome: str  # "evicted" | "blocked" | "gone"
+    message: str = ""
+    retry_after_seconds: float | None = None
+
+
+def client_configuration(config: OperatorConfig) -> kubernetes.client.Configuration:
+    """In-cluster credentials, else the kubeconfig; an explicit ``--api-server`` wins (tests, dev)."""
+    configuration = kubernetes.client.Configuration()
+    if config.api_server:
+        configuration.host = config.api_server.rstrip("/")
+        configuration.verify_ssl = not config.api_insecure
+        return configuration
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    return configuration
+
+
+class KubeApi:
+    def __init__(self, configuration: kubernetes.client.Configuration, *, timeout_seconds: float) -> None:
+        self._client = kubernetes.client.ApiClient(configuration)
+        self._timeout_seconds = timeout_seconds
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- generic request -----------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        content_type: str = "application/json",
+        query: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        return await asyncio.to_thread(self._request_sync, method, path, body, content_type, query)
+
+    def _request_sync(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        content_type: str,
+        query: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        _, url, headers, serialized, _ = self._client.param_serialize(
+            method,
+            path,
+            query_params=list(query.items()) if query else None,
+            header_params=headers,
+            body=dict(body) if body is not None else None,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._client.call_api(
+                method, url, header_params=headers, body=serialized, _request_timeout=self._timeout_seconds
+            )
+            response.read()
+        except urllib3.exceptions.HTTPError as exc:
+            raise KubeApiError(0, f"{method} {path}: {exc}") from exc
+        except kubernetes.client.exceptions.ApiException as exc:
+            raise KubeApiError(exc.status or 0, f"{method} {path}: {exc.reason}") from exc
+        raw = response.data or b"{}"
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = {"message": raw[:200].decode(errors="replace")}
+        if response.status >= 300:
+            retry_after = response.getheader("Retry-After")
+            message = answer.get("message") if isinstance(answer, dict) else None
+            raise KubeApiError(
+                response.status,
+                f"{method} {path}: {message or response.reason}",
+                retry_after_seconds=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            )
+        return answer if isinstance(answer, dict) else {}
+
+    # --- workloads -----------------------------------------------------------------------------
+
+    async def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """GET a Deployment, StatefulSet, DaemonSet or ReplicaSet; None when it does not exist."""
+        prefix, plural = WORKLOADS[kind]
+        try:
+            return await self.request("GET", f"{prefix}/namespaces/{_q(namespace)}/{plural}/{_q(name)}")
+        except KubeApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    async def patch_pod_template_annotations(
+        self, kind: str, namespace: str, name: str, values: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """Merge-patch ``spec.template.metadata.annotations``: what ``kubectl rollout restart`` does."""
+        prefix, plural = WORKLOADS[kind]
+        body = {"spec": {"template": {"metadata": {"annotations": dict(values)}}}}
+        return await self.request(
+            "PATCH",
+            f"{prefix}/namespaces/{_q(namespace)}/{plural}/{_q(name)}",
+            body,
+            content_type=MERGE_PATCH,
+            query={"fieldManager": annotations.FIELD_MANAGER},
+        )
+
+    # --- pods ----------------------------------------------------------------------------------
+
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", f"/api/v1/namespaces/{_q(namespace)}/pods/{_q(name)}")
+        except KubeApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    async def evict_pod(self, namespace: str, name: str, uid: str) -> Eviction:
+        """POST a policy/v1 Eviction; the uid precondition keeps a same-named successor safe."""
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+            "deleteOptions": {"preconditions": {"uid": uid}},
+        }
+        try:
+            await self.request("POST", f"/api/v1/namespaces/{_q(namespace)}/pods/{_q(name)}/eviction", body)
+        except KubeApiError as exc:
+            if exc.status == 429:  # a PodDisruptionBudget does not allow it now
+                return Eviction("blocked", exc.message, exc.retry_after_seconds)
+            if exc.status == 404:
+                return Eviction("gone", exc.message)
+            if exc.status == 409 and "precondition" in exc.message.lower():
+                return Eviction("gone", f"the pod was replaced: {exc.message}")
+            raise
+        return Eviction("evicted")
+
+    # --- events and status ---------------------------------------------------------------------
+
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        await self.request("POST", f"/api/v1/namespaces/{_q(namespace)}/events", body)
+
+    async def patch_guard_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        path = (
+            f"/apis/{annotations.GROUP}/{annotations.VERSION}/namespaces/{_q(namespace)}"
+            f"/{annotations.PLURAL}/{_q(name)}/status"
+        )
+        return await self.request(
+            "PATCH",
+            path,
+            {"status": dict(status)},
+            content_type=MERGE_PATCH,
+            query={"fieldManager": annotations.FIELD_MANAGER},
+        )
+
+    async def get_guard(self, namespace: str, name: str) -> dict[str, Any] | None:
+        path = f"/apis/{annotations.GROUP}/{annotations.VERSION}/namespaces/{_q(namespace)}/{annotations.PLURAL}/{_q(name)}"
+        try:
+            return await self.request("GET", path)
+        except KubeApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+
+def _q(segment: str) -> str:
+    return quote(segment, safe="")

@@ -1,0 +1,105 @@
+"""The operator's Prometheus metrics (``memoryguard_operator_*``), served on ``/metrics``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+log = logging.getLogger("memoryguard.controller.metrics")
+
+CYCLE_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class OperatorMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.cycles = Counter(
+            "memoryguard_operator_cycles", "Guard cycles run, by outcome.", ["guard", "outcome"], registry=r
+        )
+        self.cycle_duration = Histogram(
+            "memoryguard_operator_cycle_duration_seconds",
+            "Wall time of one guard cycle: agents asked, engine run, actions executed, status written.",
+            ["guard"],
+            buckets=CYCLE_BUCKETS_SECONDS,
+            registry=r,
+        )
+        self.agent_requests = Counter(
+            "memoryguard_operator_agent_requests", "Requests to node agents, by kind and result.",
+            ["kind", "result"], registry=r,
+        )  # fmt: skip
+        self.agent_errors = Counter(
+            "memoryguard_operator_agent_errors",
+            "Agent requests that failed after retries, by node.",
+            ["node"],
+            registry=r,
+        )
+        self.actions = Counter(
+            "memoryguard_operator_actions",
+            "Actions by kind (reclaim, drop_caches, restart, evict) and result (done, failed, blocked, dry_run).",
+            ["guard", "action", "result"],
+            registry=r,
+        )
+        self.pods_watched = Gauge(
+            "memoryguard_operator_pods_watched", "Pods selected by the guard.", ["guard"], registry=r
+        )
+        self.pods_at_risk = Gauge(
+            "memoryguard_operator_pods_at_risk",
+            "Pods above warn or forecast within the horizon.",
+            ["guard"],
+            registry=r,
+        )
+        self.nodes_degraded = Gauge(
+            "memoryguard_operator_nodes_degraded",
+            "Nodes whose agent is unreachable or stale (no action for their pods).",
+            ["guard"],
+            registry=r,
+        )
+        self.samples_ingested = Counter(
+            "memoryguard_operator_samples_ingested", "Samples received from agents.", ["guard"], registry=r
+        )
+        self.status_writes = Counter(
+            "memoryguard_operator_status_writes",
+            "MemoryGuard status patches, by result.",
+            ["result"],
+            registry=r,
+        )
+
+    def forget(self, guard: str) -> None:
+        """Drop a deleted guard's series, so /metrics does not keep reporting it."""
+        for metric in (self.pods_watched, self.pods_at_risk, self.nodes_degraded):
+            try:
+                metric.remove(guard)
+            except KeyError:
+                pass
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+async def serve_metrics(metrics: OperatorMetrics, host: str, port: int) -> web.AppRunner:
+    async def endpoint(_: web.Request) -> web.Response:
+        response = web.Response(body=metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app = web.Application()
+    app.router.add_get("/metrics", endpoint)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("serving /metrics on %s:%d", host, port)
+    return runner
