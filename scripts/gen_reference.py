@@ -150,9 +150,7 @@ def render(crd: dict[str, Any]) -> str:
             out += ["### Validation rules (CEL)", "", "| on | rule | message |", "|---|---|---|"]
             for path, rule in rules:
                 where = (path or ".") + rule.get("fieldPath", "")
-                out.append(
-                    f"| `{where}` | `{_escape(rule['rule'])}` | {_escape(rule.get('message', ''))} |"
-                )
+                out.append(f"| `{where}` | `{_escape(rule['rule'])}` | {_escape(rule.get('message', ''))} |")
             out.append("")
         columns = version.get("additionalPrinterColumns", [])
         if columns:
