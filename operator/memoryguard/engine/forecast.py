@@ -1,0 +1,223 @@
+"""When will the memory a container cannot give back reach the line where it fails?
+
+*Pinned* memory is what reclaim cannot free: anon + shmem + kernel, plus anon already pushed
+to swap. Page cache is left out on purpose — the kernel drops it before it kills anything.
+Pinned memory fails the workload at the nearest of these lines:
+
+- ``memory.max`` (+ the swap it may still use): the OOM killer;
+- ``memory.high`` (+ swap), when set below max: allocation throttling that stalls the process;
+- a runtime heap cap (Node ``--max-old-space-size``, JVM ``-Xmx``): the runtime aborts, however
+  much cgroup room is left. The cap bounds the heap, which lives in anon, so the line is the cap
+  plus the part of pinned memory that is not anon (shmem, kernel).
+
+The trend is fitted at several nested time scales ending now (the whole window, its last half,
+quarter, … down to ``min_samples`` samples), because a leak that started two minutes ago hides
+in a ten-minute fit. A shorter scale may only raise the alarm when it has reached memory levels
+the earlier part of the window never saw: a saw-tooth's next ramp looks like a fresh leak, but
+it climbs through territory the previous cycles already visited and let go of.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+
+from memoryguard.engine.model import Sample
+from memoryguard.engine.trend import Trend, excursion_bytes, fit_trend
+
+MIB = 1024 * 1024
+# The newest samples are kept one by one, older ones at doubling strides: the short scales see
+# every sample, the long ones a thinned series (a 30-minute window becomes ~240 points).
+FULL_RESOLUTION_POINTS = 40
+# A heap cap is only the kill line when the heap can be what fills anon; when anon is already
+# well above the cap, native memory dominates and the cap says nothing about the next OOM.
+# Each time scale is this much shorter than the previous one.
+SCALE_RATIO = 4.0
+RUNTIME_CAP_SLACK_FRACTION = 0.25
+RUNTIME_CAP_SLACK_BYTES = 16 * MIB
+
+
+def pinned_bytes(sample: Sample) -> int:
+    """anon + shmem + kernel + swapped-out anon: memory reclaim cannot free."""
+    return (
+        sample.anon_bytes
+        + (sample.shmem_bytes or 0)
+        + (sample.kernel_bytes or 0)
+        + (sample.swap_current_bytes or 0)
+    )
+
+
+def swap_room_bytes(sample: Sample) -> int:
+    """How much pinned memory swap can hold beyond the memory limits."""
+    if sample.swap_max_bytes is not None:
+        return sample.swap_max_bytes
+    # swap.max is "max" (or unknown): the device's free space is not visible from the cgroup,
+    # so count only what is already swapped out.
+    return sample.swap_current_bytes or 0
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """A level of pinned memory where the workload fails, and what it is."""
+
+    limit_bytes: int
+    source: str
+
+
+def failure_lines(
+    latest: Sample, runtime_heap_limit_bytes: int | None, runtime_source: str | None = None
+) -> tuple[list[Line], str | None]:
+    """The lines in pinned-memory terms, nearest first, and a note when a runtime cap was set aside."""
+    room = swap_room_bytes(latest)
+    lines: list[Line] = []
+    if latest.max_bytes is not None:
+        lines.append(Line(latest.max_bytes + room, "memory.max" + (" + swap" if room else "")))
+    if latest.high_bytes is not None and (latest.max_bytes is None or latest.high_bytes < latest.max_bytes):
+        lines.append(Line(latest.high_bytes + room, "memory.high" + (" + swap" if room else "")))
+    note = None
+    if runtime_heap_limit_bytes is not None and runtime_heap_limit_bytes > 0:
+        heap_side = latest.anon_bytes + (latest.swap_current_bytes or 0)
+        slack = max(RUNTIME_CAP_SLACK_BYTES, int(RUNTIME_CAP_SLACK_FRACTION * runtime_heap_limit_bytes))
+        source = runtime_source or "runtime heap limit"
+        if heap_side <= runtime_heap_limit_bytes + slack:
+            lines.append(Line(runtime_heap_limit_bytes + (pinned_bytes(latest) - heap_side), source))
+        else:
+            note = (
+                f"{source} of {runtime_heap_limit_bytes / MIB:.0f} MiB set aside: anon is already "
+                f"{heap_side / MIB:.0f} MiB, so native memory, not the heap, fills it"
+            )
+    lines.sort(key=lambda line: line.limit_bytes)
+    return lines, note
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """Growth of pinned memory and the time until it reaches the nearest failure line."""
+
+    eta_seconds: float | None  # None: no sustained growth, or no line at all
+    growth_bytes_per_second: float
+    confidence: float  # 0..1: how consistently the envelope rises (Kendall's tau, clipped)
+    effective_limit_bytes: int | None
+    limit_source: str
+    pinned_bytes: int
+    sustained: bool
+    evidence_seconds: float  # span of the time scale the growth was measured over
+    excursion_bytes: float  # saw-tooth / burst height riding on the trend
+    samples: int  # samples in the window
+    swing_bytes: int = 0  # max − min of pinned memory over the window
+
+    @property
+    def headroom_bytes(self) -> int | None:
+        if self.effective_limit_bytes is None:
+            return None
+        return self.effective_limit_bytes - self.pinned_bytes
+
+
+def _decimated_indices(lo: int, hi: int) -> list[int]:
+    indices: list[int] = []
+    end = hi
+    stride = 1
+    while end > lo:
+        start = max(lo, end - stride * FULL_RESOLUTION_POINTS)
+        indices.extend(range(end - 1, start - 1, -stride))
+        end = indices[-1]
+        stride *= 2
+    indices.reverse()
+    return indices
+
+
+def _scale_starts(indices: list[int], hi: int, min_samples: int) -> list[int]:
+    """Where each time scale starts in the decimated series: the whole window, then a quarter,
+    a sixteenth, … as long as a scale holds min_samples samples, and last the newest
+    min_samples samples themselves, so a leak that just began is seen as soon as it can be."""
+    counts = [hi - indices[0]]
+    while counts[-1] / SCALE_RATIO >= min_samples:
+        counts.append(int(counts[-1] / SCALE_RATIO))
+    if counts[-1] >= 1.5 * min_samples:
+        counts.append(min_samples)
+    starts: list[int] = []
+    for count in counts:
+        start = bisect_left(indices, hi - count)
+        if len(indices) - start >= 4 and (not starts or start > starts[-1]):
+            starts.append(start)
+    return starts
+
+
+def forecast_pinned(
+    samples: Sequence[Sample],
+    lo: int,
+    hi: int,
+    *,
+    min_samples: int,
+    lines: list[Line],
+) -> Forecast:
+    """Forecast over ``samples[lo:hi]`` (the policy window, at least ``min_samples`` long)."""
+    indices = _decimated_indices(lo, hi)
+    picked = [samples[i] for i in indices]
+    t0 = picked[0].t_seconds
+    times = [s.t_seconds - t0 for s in picked]
+    values = [
+        s.anon_bytes + (s.shmem_bytes or 0) + (s.kernel_bytes or 0) + (s.swap_current_bytes or 0)
+        for s in picked
+    ]
+    latest_value = values[-1]
+    running_max = list(accumulate(values, max))
+    line = lines[0] if lines else None
+    n = len(values)
+
+    overall: Trend | None = None
+    best: tuple[float, Trend, float] | None = None  # (eta, trend, excursion)
+    for start in _scale_starts(indices, hi, min_samples):
+        trend = fit_trend(times, values, start, n)
+        if trend is None:
+            continue
+        if overall is None:
+            overall = trend
+        new_territory = start == 0 or running_max[-1] > running_max[start - 1]
+        if not (trend.sustained and new_territory):
+            continue
+        excursion = excursion_bytes(trend, times, values, start, n)
+        # The fitted line extrapolates: when growth has just paused, it runs ahead of the
+        # data. The floor now is never above what the last quarter actually reached.
+        last_quarter = bisect_left(times, times[-1] - trend.span_seconds / 4.0, start, n)
+        floor = min(trend.level_bytes, max(values[last_quarter:]))
+        peak = max(floor + excursion, latest_value)
+        if line is None:
+            eta = math.inf
+        else:
+            headroom = line.limit_bytes - peak
+            eta = 0.0 if headroom <= 0 else headroom / trend.slope_bytes_per_second
+        if best is None or eta < best[0]:
+            best = (eta, trend, excursion)
+
+    if best is not None:
+        eta, trend, excursion = best
+        return Forecast(
+            eta_seconds=None if math.isinf(eta) else eta,
+            growth_bytes_per_second=trend.slope_bytes_per_second,
+            confidence=max(0.0, min(1.0, trend.tau)),
+            effective_limit_bytes=line.limit_bytes if line else None,
+            limit_source=line.source if line else "no limit",
+            pinned_bytes=latest_value,
+            sustained=True,
+            evidence_seconds=trend.span_seconds,
+            excursion_bytes=excursion,
+            samples=hi - lo,
+            swing_bytes=max(values) - min(values),
+        )
+    return Forecast(
+        eta_seconds=None,
+        growth_bytes_per_second=overall.slope_bytes_per_second if overall else 0.0,
+        confidence=max(0.0, min(1.0, overall.tau)) if overall else 0.0,
+        effective_limit_bytes=line.limit_bytes if line else None,
+        limit_source=line.source if line else "no limit",
+        pinned_bytes=latest_value,
+        sustained=False,
+        evidence_seconds=overall.span_seconds if overall else 0.0,
+        excursion_bytes=excursion_bytes(overall, times, values, 0, n) if overall else 0.0,
+        samples=hi - lo,
+        swing_bytes=max(values) - min(values),
+    )
