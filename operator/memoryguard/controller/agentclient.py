@@ -98,6 +98,7 @@ class NodeReading:
     interval_seconds: float
     pods: dict[str, PodReading]  # by pod uid
     missing: frozenset[str]
+    cgroup_version: int = 2
 
 
 def parse_pods_answer(body: dict[str, Any]) -> NodeReading:
@@ -125,6 +126,7 @@ def parse_pods_answer(body: dict[str, Any]) -> NodeReading:
         interval_seconds=float(body.get("interval_seconds") or 1.0),
         pods=pods,
         missing=frozenset(body.get("missing") or ()),
+        cgroup_version=int(body.get("cgroup_version") or 2),
     )
 
 
@@ -208,7 +210,14 @@ class AgentClient:
         for reading in readings:
             pods.update(reading.pods)
             missing |= reading.missing
-        return NodeReading(first.node, first.now_seconds, first.interval_seconds, pods, frozenset(missing))
+        return NodeReading(
+            first.node,
+            first.now_seconds,
+            first.interval_seconds,
+            pods,
+            frozenset(missing),
+            first.cgroup_version,
+        )
 
     async def _fetch_chunk(
         self, base_url: str, pod_uids: Sequence[str], *, window_seconds: float, since_seconds: float | None

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from memoryguard import annotations
+from memoryguard import annotations as keys
 from memoryguard.controller.kubeapi import KubeApi, KubeApiError
 from memoryguard.controller.ledger import rfc3339
 
@@ -63,7 +63,7 @@ class ObjectRef:
 
 
 def guard_ref(namespace: str, name: str, uid: str) -> ObjectRef:
-    return ObjectRef(f"{annotations.GROUP}/{annotations.VERSION}", annotations.KIND, namespace, name, uid)
+    return ObjectRef(f"{keys.GROUP}/{keys.VERSION}", keys.KIND, namespace, name, uid)
 
 
 def pod_ref(namespace: str, name: str, uid: str) -> ObjectRef:
@@ -130,8 +130,8 @@ class EventPoster:
             "count": 1,
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,
-            "source": {"component": annotations.EVENT_COMPONENT},
-            "reportingComponent": annotations.EVENT_COMPONENT,
+            "source": {"component": keys.EVENT_COMPONENT},
+            "reportingComponent": keys.EVENT_COMPONENT,
             "reportingInstance": self._instance,
         }
         try:

@@ -63,9 +63,11 @@ class ContainerHistory:
         dense_from = newest - self.dense_seconds
         while self._dense and self._dense[0].t_seconds < dense_from:
             sample = self._dense.popleft()
-            if self.step_seconds <= 0 or not self._sparse:
-                self._sparse.append(sample)
-            elif sample.t_seconds - self._sparse[-1].t_seconds >= self.step_seconds:
+            if (
+                self.step_seconds <= 0
+                or not self._sparse
+                or sample.t_seconds - self._sparse[-1].t_seconds >= self.step_seconds
+            ):
                 self._sparse.append(sample)
 
     def window(self, seconds: float) -> list[Sample]:

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import kubernetes
 import urllib3
 
-from memoryguard import annotations
+from memoryguard import annotations as keys
 from memoryguard.controller.settings import OperatorConfig
 
 log = logging.getLogger("memoryguard.controller.kubeapi")
@@ -177,7 +177,7 @@ class KubeApi:
             f"{prefix}/namespaces/{_q(namespace)}/{plural}/{_q(name)}",
             body,
             content_type=MERGE_PATCH,
-            query={"fieldManager": annotations.FIELD_MANAGER},
+            query={"fieldManager": keys.FIELD_MANAGER},
         )
 
     # --- pods ----------------------------------------------------------------------------------
@@ -192,12 +192,13 @@ class KubeApi:
 
     async def evict_pod(self, namespace: str, name: str, uid: str) -> Eviction:
         """POST a policy/v1 Eviction; the uid precondition keeps a same-named successor safe."""
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "policy/v1",
             "kind": "Eviction",
             "metadata": {"name": name, "namespace": namespace},
-            "deleteOptions": {"preconditions": {"uid": uid}},
         }
+        if uid:
+            body["deleteOptions"] = {"preconditions": {"uid": uid}}
         try:
             await self.request("POST", f"/api/v1/namespaces/{_q(namespace)}/pods/{_q(name)}/eviction", body)
         except KubeApiError as exc:
@@ -218,20 +219,17 @@ class KubeApi:
     async def patch_guard_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
     ) -> dict[str, Any]:
-        path = (
-            f"/apis/{annotations.GROUP}/{annotations.VERSION}/namespaces/{_q(namespace)}"
-            f"/{annotations.PLURAL}/{_q(name)}/status"
-        )
+        path = f"/apis/{keys.GROUP}/{keys.VERSION}/namespaces/{_q(namespace)}/{keys.PLURAL}/{_q(name)}/status"
         return await self.request(
             "PATCH",
             path,
             {"status": dict(status)},
             content_type=MERGE_PATCH,
-            query={"fieldManager": annotations.FIELD_MANAGER},
+            query={"fieldManager": keys.FIELD_MANAGER},
         )
 
     async def get_guard(self, namespace: str, name: str) -> dict[str, Any] | None:
-        path = f"/apis/{annotations.GROUP}/{annotations.VERSION}/namespaces/{_q(namespace)}/{annotations.PLURAL}/{_q(name)}"
+        path = f"/apis/{keys.GROUP}/{keys.VERSION}/namespaces/{_q(namespace)}/{keys.PLURAL}/{_q(name)}"
         try:
             return await self.request("GET", path)
         except KubeApiError as exc:

@@ -41,9 +41,9 @@ class Entry:
     container: str = ""
     node: str = ""
     reason: str = ""
-    dryRun: bool = False  # noqa: N815  (status field names are camelCase)
+    dryRun: bool = False
     message: str = ""
-    finishedTime: str = ""  # noqa: N815
+    finishedTime: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in ("", None) or k in ("id", "state")}

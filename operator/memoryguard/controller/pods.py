@@ -13,7 +13,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from memoryguard import annotations
+from memoryguard import annotations as keys
 from memoryguard.engine.runtime import parse_runtime_heap_limit
 
 CONTAINER_ID_PREFIXES = ("containerd://", "cri-o://", "docker://")
@@ -87,7 +87,7 @@ def pod_info(namespace: str, name: str, uid: str, meta: Mapping[str, Any], spec:
         labels=dict(meta.get("labels") or {}),
         owner=owner,
         containers=containers,
-        excluded=str(pod_annotations.get(annotations.EXCLUDE, "")).lower() == "true",
+        excluded=str(pod_annotations.get(keys.EXCLUDE, "")).lower() == "true",
         deleting=bool(meta.get("deletionTimestamp")),
     )
 

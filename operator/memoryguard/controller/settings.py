@@ -13,7 +13,7 @@ from pathlib import Path
 
 import kopf
 
-from memoryguard import annotations
+from memoryguard import annotations as keys
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
@@ -33,7 +33,7 @@ class OperatorConfig:
     status_refresh_seconds: float = 10.0
     # Agents: which pods they are, and how to reach one from its pod.
     agent_namespace: str | None = None  # None: any namespace
-    agent_labels: dict[str, str] = field(default_factory=lambda: dict(annotations.DEFAULT_AGENT_LABELS))
+    agent_labels: dict[str, str] = field(default_factory=lambda: dict(keys.DEFAULT_AGENT_LABELS))
     agent_url_template: str = "http://{pod_ip}:{port}"
     agent_port: int = 9732
     agent_timeout_seconds: float = 2.0
@@ -72,7 +72,7 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
     """Every Kopf setting MemoryGuard changes, in one place (called from the startup handler)."""
     # Kopf's own events are for handler failures; MemoryGuard posts its evidence Events itself.
     settings.posting.level = logging.WARNING
-    settings.posting.reporting_component = annotations.EVENT_COMPONENT
+    settings.posting.reporting_component = keys.EVENT_COMPONENT
     settings.posting.event_name_prefix = "memoryguard-"
 
     settings.peering.standalone = config.standalone
@@ -102,8 +102,8 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
 
     # Kopf's bookkeeping on MemoryGuard objects under our own prefix, in annotations only
     # (status belongs to MemoryGuard's own fields).
-    settings.persistence.finalizer = annotations.FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=annotations.KOPF_PREFIX)
+    settings.persistence.finalizer = keys.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=keys.KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=annotations.KOPF_PREFIX, key="last-handled-configuration"
+        prefix=keys.KOPF_PREFIX, key="last-handled-configuration"
     )

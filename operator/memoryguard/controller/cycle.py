@@ -1,0 +1,657 @@
+"""One guard cycle: ask the agents, judge every container, act, write status.
+
+    pods (index) ─► by node ─► agents (concurrent, bounded) ─► history ─► engine ─► plan
+                                   │ unreachable / stale                          │
+                                   ▼                                              ▼
+                         Degraded: no action there                intent ─► act ─► done|failed
+                                                                  (status first)   Events, status
+
+A node whose agent cannot be asked, or whose samples are stale, is Degraded: nothing is
+decided for its pods until it answers again — acting on old numbers is how an operator
+restarts a workload that already recovered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from memoryguard.controller import events as ev
+from memoryguard.controller.agentclient import AgentClient, AgentError, NodeReading
+from memoryguard.controller.events import EventPoster
+from memoryguard.controller.executors import BLOCKED, DONE, ActionRequest, Actuator, Outcome, intent_landed
+from memoryguard.controller.history import HistoryStore
+from memoryguard.controller.judgement import judge, recorded
+from memoryguard.controller.kubeapi import KubeApi, KubeApiError
+from memoryguard.controller.ledger import DONE as LEDGER_DONE
+from memoryguard.controller.ledger import FAILED, INTENT, Entry, Ledger, action_id, rfc3339
+from memoryguard.controller.metrics import OperatorMetrics
+from memoryguard.controller.owners import (
+    UnsupportedOwner,
+    Workload,
+    cannot_roll,
+    resolve_workload,
+    rollout_in_progress,
+)
+from memoryguard.controller.pods import ContainerInfo, PodInfo, Selector, guarded_containers
+from memoryguard.controller.settings import OperatorConfig
+from memoryguard.controller.status import (
+    DEGRADED,
+    FALSE,
+    READY,
+    TRUE,
+    AtRiskRow,
+    Condition,
+    Conditions,
+    StatusWriter,
+    at_risk_table,
+)
+from memoryguard.engine.assessment import Verdict
+from memoryguard.engine.decision import Action, Target
+from memoryguard.engine.limiter import LimiterState
+from memoryguard.engine.policy import Policy
+
+log = logging.getLogger("memoryguard.controller.cycle")
+
+EVICTION_RETRY_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEndpoint:
+    node: str
+    url: str
+    pod: str
+
+
+@dataclass
+class PendingEviction:
+    request: ActionRequest
+    not_before_seconds: float
+
+
+@dataclass
+class GuardState:
+    """What the operator remembers about one MemoryGuard between cycles."""
+
+    namespace: str
+    name: str
+    uid: str
+    history: HistoryStore
+    writer: StatusWriter
+    ledger: Ledger
+    limiter: LimiterState = field(default_factory=LimiterState)
+    conditions: Conditions = field(default_factory=Conditions)
+    loaded: bool = False
+    last_action: str = ""
+    at_risk_since: dict[tuple[str, str], float] = field(default_factory=dict)
+    pending_evictions: dict[str, PendingEviction] = field(default_factory=dict)
+    owners: dict[tuple[str, str], str | None] = field(default_factory=dict)  # ReplicaSet -> Deployment
+    no_reclaim_nodes: set[str] = field(default_factory=set)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class Runtime:
+    """The operator's shared services, created at startup and kept in Kopf's memo."""
+
+    config: OperatorConfig
+    api: KubeApi
+    agents: AgentClient
+    actuator: Actuator
+    events: EventPoster
+    metrics: OperatorMetrics
+    clock: Callable[[], float] = time.time
+    guards: dict[str, GuardState] = field(default_factory=dict)
+
+    def guard_state(self, namespace: str, name: str, uid: str) -> GuardState:
+        state = self.guards.get(uid)
+        if state is None:
+            state = self.guards[uid] = GuardState(
+                namespace=namespace,
+                name=name,
+                uid=uid,
+                history=HistoryStore(
+                    dense_seconds=self.config.history_dense_seconds,
+                    step_seconds=self.config.history_step_seconds,
+                ),
+                writer=StatusWriter(refresh_seconds=self.config.status_refresh_seconds),
+                ledger=Ledger(size=self.config.ledger_size),
+            )
+        return state
+
+
+def agent_endpoint(
+    config: OperatorConfig, pod_ip: str, node: str, name: str, port: int | None
+) -> AgentEndpoint:
+    url = config.agent_url_template.format(pod_ip=pod_ip, node=node, pod=name, port=port or config.agent_port)
+    return AgentEndpoint(node=node, url=url, pod=name)
+
+
+@dataclass
+class _NodeResult:
+    node: str
+    reading: NodeReading | None = None
+    problem: str | None = None
+
+
+async def run_cycle(
+    runtime: Runtime,
+    state: GuardState,
+    *,
+    policy: Policy,
+    spec: Mapping[str, Any],
+    generation: int | None,
+    status: Mapping[str, Any],
+    pods: Iterable[PodInfo],
+    agents: Mapping[str, AgentEndpoint],
+) -> None:
+    started = time.perf_counter()
+    now = runtime.clock()
+    metrics = runtime.metrics
+    if not state.loaded:
+        await _load(runtime, state, status, now)
+
+    selector = Selector.from_spec(spec.get("selector") or {})
+    names = [str(n) for n in spec.get("containers") or ()]
+    watched = [p for p in pods if p.running and not p.excluded and selector.matches(p.labels)]
+    by_node: dict[str, list[PodInfo]] = {}
+    for pod in watched:
+        by_node.setdefault(pod.node or "", []).append(pod)
+
+    results = await asyncio.gather(
+        *(
+            _ask_node(runtime, state, node, node_pods, agents.get(node), policy)
+            for node, node_pods in by_node.items()
+        )
+    )
+    degraded = {r.node: r.problem for r in results if r.problem}
+    readings = {r.node: r.reading for r in results if r.reading is not None}
+    for node in degraded:
+        metrics.agent_errors.labels(node).inc()
+
+    rows: list[AtRiskRow] = []
+    at_risk_keys: set[tuple[str, str]] = set()
+    restarts_decided: set[str] = set()
+    for node, reading in readings.items():
+        for pod in by_node[node]:
+            for container in guarded_containers(pod, names):
+                row = await _judge_container(
+                    runtime, state, policy, pod, container, reading, agents.get(node), now, restarts_decided
+                )
+                if row is not None:
+                    rows.append(row)
+                    at_risk_keys.add((pod.uid, container.name))
+    state.history.sweep()
+    state.at_risk_since = {k: v for k, v in state.at_risk_since.items() if k in at_risk_keys}
+    await _retry_evictions(runtime, state, now)
+
+    watched_count = len(watched)
+    at_risk_pods = len({row.pod for row in rows})
+    metrics.pods_watched.labels(state.key).set(watched_count)
+    metrics.pods_at_risk.labels(state.key).set(at_risk_pods)
+    metrics.nodes_degraded.labels(state.key).set(len(degraded))
+
+    if degraded:
+        listed = "; ".join(f"{node}: {problem}" for node, problem in sorted(degraded.items())[:10])
+        more = f" (and {len(degraded) - 10} more)" if len(degraded) > 10 else ""
+        message = f"no action for pods on {len(degraded)} node(s) until their agents answer: {listed}{more}"
+        state.conditions.set(
+            Condition(DEGRADED, TRUE, "AgentsUnavailable", message), now_seconds=now, generation=generation
+        )
+        await runtime.events.post(
+            _guard(state), ev.WARNING, ev.AGENTS_DEGRADED, message, dedupe_key=",".join(sorted(degraded))
+        )
+    else:
+        state.conditions.set(
+            Condition(DEGRADED, FALSE, "AgentsHealthy", f"agents on {len(readings)} node(s) answered"),
+            now_seconds=now,
+            generation=generation,
+        )
+    state.conditions.set(
+        Condition(
+            READY,
+            TRUE,
+            "Watching",
+            f"{watched_count} pod(s) on {len(by_node)} node(s); {at_risk_pods} at risk"
+            + ("; dry run: nothing is changed" if policy.dry_run else ""),
+        ),
+        now_seconds=now,
+        generation=generation,
+    )
+    body = {
+        "observedGeneration": generation,
+        "podsWatched": watched_count,
+        "podsAtRisk": at_risk_pods,
+        "lastAction": state.last_action,
+        "conditions": state.conditions.to_status(),
+        "atRisk": at_risk_table(rows, runtime.config.at_risk_size),
+        "ledger": state.ledger.to_status(),
+        "rateLimit": state.limiter.to_dict(),
+    }
+    if generation is None:
+        del body["observedGeneration"]
+    if state.writer.due(body, now_seconds=now):
+        await _write_status(runtime, state, body, now)
+    elapsed = time.perf_counter() - started
+    metrics.cycle_duration.labels(state.key).observe(elapsed)
+    metrics.cycles.labels(state.key, "degraded" if degraded else "ok").inc()
+    log.debug(
+        "cycle %s: %d pods, %d nodes (%d degraded), %d at risk, %.3fs",
+        state.key, watched_count, len(by_node), len(degraded), at_risk_pods, elapsed,
+    )  # fmt: skip
+
+
+def _guard(state: GuardState) -> ev.ObjectRef:
+    return ev.guard_ref(state.namespace, state.name, state.uid)
+
+
+async def _write_status(runtime: Runtime, state: GuardState, body: Mapping[str, Any], now: float) -> bool:
+    try:
+        await runtime.api.patch_guard_status(state.namespace, state.name, body)
+    except KubeApiError as exc:
+        runtime.metrics.status_writes.labels("failed").inc()
+        log.warning("status of %s not written: %s", state.key, exc)
+        return False
+    runtime.metrics.status_writes.labels("ok").inc()
+    state.writer.written(body, now_seconds=now)
+    return True
+
+
+async def _ask_node(
+    runtime: Runtime,
+    state: GuardState,
+    node: str,
+    pods: list[PodInfo],
+    agent: AgentEndpoint | None,
+    policy: Policy,
+) -> _NodeResult:
+    if agent is None:
+        return _NodeResult(node, problem="no agent pod on this node")
+    known: list[str] = []
+    fresh: list[str] = []
+    since: float | None = None
+    for pod in pods:
+        lasts = [
+            h.last_t_seconds
+            for c in pod.containers
+            if c.container_id and (h := state.history.peek(pod.uid, c.container_id)) is not None and len(h)
+        ]
+        if lasts and all(t is not None for t in lasts):
+            known.append(pod.uid)
+            oldest = min(t for t in lasts if t is not None)
+            since = oldest if since is None else min(since, oldest)
+        else:
+            fresh.append(pod.uid)
+    try:
+        asks = []
+        if known:
+            asks.append(
+                runtime.agents.fetch_pods(
+                    agent.url, known, window_seconds=policy.window_seconds, since_seconds=since
+                )
+            )
+        if fresh:
+            asks.append(runtime.agents.fetch_pods(agent.url, fresh, window_seconds=policy.window_seconds))
+        answers = await asyncio.gather(*asks)
+    except AgentError as exc:
+        runtime.metrics.agent_requests.labels("pods", "error").inc()
+        return _NodeResult(
+            node, problem=f"agent {agent.pod} unreachable: {exc.status or ''} {exc.message}".strip()
+        )
+    runtime.metrics.agent_requests.labels("pods", "ok").inc(len(answers))
+    reading = answers[0]
+    if len(answers) == 2:
+        reading = NodeReading(
+            reading.node, reading.now_seconds, reading.interval_seconds,
+            {**answers[0].pods, **answers[1].pods}, answers[0].missing | answers[1].missing, reading.cgroup_version,
+        )  # fmt: skip
+    latest = [c.latest.t_seconds for p in reading.pods.values() for c in p.containers.values() if c.latest]
+    if latest and reading.now_seconds - max(latest) > runtime.config.agent_stale_seconds:
+        age = reading.now_seconds - max(latest)
+        return _NodeResult(node, problem=f"agent {agent.pod} is stale: newest sample {age:.0f}s old")
+    ingested = 0
+    for pod_reading in reading.pods.values():
+        for container_reading in pod_reading.containers.values():
+            rows = container_reading.rows
+            if not rows and container_reading.latest is not None:
+                rows = (container_reading.latest,)
+            history = state.history.get(pod_reading.pod_uid, container_reading.container_id)
+            before = len(history)
+            history.extend(rows, keep_seconds=policy.window_seconds)
+            ingested += max(0, len(history) - before)
+    runtime.metrics.samples_ingested.labels(state.key).inc(ingested)
+    if reading.cgroup_version == 1:
+        state.no_reclaim_nodes.add(node)
+    return _NodeResult(node, reading=reading)
+
+
+async def _judge_container(
+    runtime: Runtime,
+    state: GuardState,
+    policy: Policy,
+    pod: PodInfo,
+    container: ContainerInfo,
+    reading: NodeReading,
+    agent: AgentEndpoint | None,
+    now: float,
+    restarts_decided: set[str],
+) -> AtRiskRow | None:
+    if not container.container_id:
+        return None
+    history = state.history.peek(pod.uid, container.container_id)
+    if history is None or not len(history):
+        return None
+    state.history.get(pod.uid, container.container_id)  # keep it through the sweep
+    latest = history.latest()
+    if latest is None or reading.now_seconds - latest.t_seconds > runtime.config.agent_stale_seconds:
+        return None  # this container stopped reporting: no decision on old numbers
+    workload: Workload | None = None
+    target = Target(
+        kind="pod" if pod.owner is None else "workload",
+        name=f"pod/{pod.name}",
+        pod=pod.name,
+        container=container.name,
+        reclaim_supported=pod.node not in state.no_reclaim_nodes,
+    )
+    samples = history.window(policy.window_seconds)
+    first = judge(
+        samples,
+        policy,
+        container,
+        target,
+        state.limiter,
+        agent_now_seconds=reading.now_seconds,
+        now_seconds=now,
+    )
+    wants_restart = first.decision.action is Action.RESTART or first.decision.wanted is Action.RESTART
+    if wants_restart and pod.owner is not None:
+        # The restart cooldown is kept per workload: resolve it (ReplicaSets once) and plan again.
+        try:
+            workload = await resolve_workload(runtime.api, pod, state.owners)
+        except (UnsupportedOwner, KubeApiError) as exc:
+            await runtime.events.post(
+                ev.pod_ref(pod.namespace, pod.name, pod.uid), ev.WARNING, ev.RESTART_FAILED,
+                f"cannot restart: {exc}; {first.decision.reason}", dedupe_key=str(exc),
+            )  # fmt: skip
+            workload = None
+        if workload is not None:
+            target = Target(
+                kind="workload", name=workload.ref, pod=pod.name, container=container.name,
+                reclaim_supported=target.reclaim_supported,
+            )  # fmt: skip
+            judgement = judge(
+                samples,
+                policy,
+                container,
+                target,
+                state.limiter,
+                agent_now_seconds=reading.now_seconds,
+                now_seconds=now,
+            )
+        else:
+            judgement = first
+    else:
+        judgement = first
+        if pod.owner is None:
+            workload = Workload("Pod", pod.namespace, pod.name)
+    assessment, decision = judgement.assessment, judgement.decision
+
+    action_note = decision.action.value
+    if decision.action is not Action.NONE:
+        if decision.action is Action.RESTART and workload is not None and workload.ref in restarts_decided:
+            action_note = f"restart of {workload.ref} already triggered this cycle"
+        else:
+            outcome = await _act(
+                runtime, state, policy, pod, container, workload, target, decision, agent, now
+            )
+            if decision.action is Action.RESTART and workload is not None and outcome is not None:
+                restarts_decided.add(workload.ref)
+            action_note = (
+                decision.action.value if outcome is None else f"{decision.action.value}: {outcome.state}"
+            )
+    elif decision.blocked_by and decision.wanted in (Action.RESTART, Action.EVICT):
+        await runtime.events.post(
+            ev.pod_ref(pod.namespace, pod.name, pod.uid), ev.WARNING, ev.RESTART_BLOCKED,
+            f"{decision.reason}; held back: {decision.blocked_by}", dedupe_key=decision.blocked_by.split(":", 1)[0],
+        )  # fmt: skip
+        action_note = f"{decision.wanted.value} held back"
+
+    if not assessment.at_risk and assessment.verdict not in (Verdict.PAGE_CACHE_PRESSURE,):
+        return None
+    key = (pod.uid, container.name)
+    if key not in state.at_risk_since:
+        state.at_risk_since[key] = now
+        message = f"container {container.name}: {assessment.evidence}"
+        await runtime.events.post(
+            ev.pod_ref(pod.namespace, pod.name, pod.uid),
+            ev.WARNING,
+            ev.AT_RISK,
+            message,
+            dedupe_key=container.name,
+        )
+        await runtime.events.post(
+            _guard(state),
+            ev.WARNING,
+            ev.AT_RISK,
+            f"pod {pod.name} {message}",
+            dedupe_key=f"{pod.uid}/{container.name}",
+        )
+    return AtRiskRow(
+        pod=pod.name,
+        container=container.name,
+        node=pod.node or "",
+        assessment=assessment,
+        action=action_note,
+        reason=decision.reason,
+        since_seconds=state.at_risk_since[key],
+    )
+
+
+async def _act(
+    runtime: Runtime,
+    state: GuardState,
+    policy: Policy,
+    pod: PodInfo,
+    container: ContainerInfo,
+    workload: Workload | None,
+    target: Target,
+    decision: Any,
+    agent: AgentEndpoint | None,
+    now: float,
+) -> Outcome | None:
+    action: Action = decision.action
+    pod_event = ev.pod_ref(pod.namespace, pod.name, pod.uid)
+    # Reads before the intent: a restart that cannot or must not happen now consumes no budget.
+    if action is Action.RESTART:
+        if workload is None:
+            return None
+        try:
+            body = await runtime.api.get_workload(workload.kind, workload.namespace, workload.name)
+        except KubeApiError as exc:
+            log.warning("cannot read %s before restarting it: %s", workload.ref, exc)
+            return None
+        if body is None:
+            await runtime.events.post(pod_event, ev.WARNING, ev.RESTART_FAILED, f"{workload.ref} not found",
+                                      dedupe_key=workload.ref)  # fmt: skip
+            return None
+        why_not = cannot_roll(body)
+        if why_not:
+            await runtime.events.post(pod_event, ev.WARNING, ev.RESTART_FAILED, f"{why_not}; {decision.reason}",
+                                      dedupe_key=why_not)  # fmt: skip
+            return None
+        rolling = rollout_in_progress(body)
+        if rolling:
+            await runtime.events.post(
+                pod_event, ev.NORMAL, ev.RESTART_DEFERRED,
+                f"not restarting {workload.ref} while its rollout is in progress ({rolling}); {decision.reason}",
+                dedupe_key=rolling,
+            )  # fmt: skip
+            return None
+
+    request = ActionRequest(
+        id=action_id(state.uid, action.value, target.limiter_key(action), now),
+        action=action,
+        guard=state.key,
+        namespace=pod.namespace,
+        pod=pod.name,
+        pod_uid=pod.uid,
+        container=container.name,
+        container_id=container.container_id,
+        node=pod.node or "",
+        workload=workload,
+        agent_url=agent.url if agent else None,
+        reason=decision.reason,
+        reclaim_bytes=decision.reclaim_bytes,
+        drop_caches_level=decision.drop_caches_level,
+        dry_run=policy.dry_run,
+    )
+    entry = Entry(
+        id=request.id, time=rfc3339(now), action=action.value, target=request.target, state=INTENT,
+        pod=pod.name, container=container.name, node=pod.node or "", reason=decision.reason[:1024],
+        dryRun=policy.dry_run,
+    )  # fmt: skip
+    # The intent and the budget it consumes reach the API server before the action does.
+    previous_limiter = state.limiter
+    state.ledger.add(entry)
+    state.limiter = recorded(state.limiter, policy, action, target, now)
+    intent_status = {"ledger": state.ledger.to_status(), "rateLimit": state.limiter.to_dict()}
+    if not await _write_status(runtime, state, intent_status, now):
+        # No recorded intent, no action: the next cycle decides again.
+        state.ledger.entries = [e for e in state.ledger.entries if e.id != entry.id]
+        state.limiter = previous_limiter
+        return None
+
+    outcome = await runtime.actuator.perform(request)
+    await _finish(runtime, state, request, outcome, now)
+    return outcome
+
+
+async def _finish(
+    runtime: Runtime, state: GuardState, request: ActionRequest, outcome: Outcome, now: float
+) -> None:
+    metrics = runtime.metrics
+    prefix = "DRY-RUN: would " if request.dry_run else ""
+    pod_event = ev.pod_ref(request.namespace, request.pod, request.pod_uid)
+    if outcome.state == BLOCKED:
+        delay = max(outcome.retry_after_seconds or EVICTION_RETRY_SECONDS, 1.0)
+        state.pending_evictions[request.id] = PendingEviction(request, now + delay)
+        state.ledger.update_message(request.id, f"{outcome.message}; retrying in {delay:.0f}s")
+        metrics.actions.labels(state.key, request.action.value, "blocked").inc()
+        message = f"{outcome.message}; will retry in {delay:.0f}s. {request.reason}"
+        await runtime.events.post(pod_event, ev.WARNING, ev.EVICTION_BLOCKED, message)
+        await runtime.events.post(
+            _guard(state), ev.WARNING, ev.EVICTION_BLOCKED, f"pod {request.pod}: {message}"
+        )
+    else:
+        done = outcome.state == DONE
+        state.ledger.resolve(
+            request.id,
+            LEDGER_DONE if done else FAILED,
+            message=outcome.message,
+            finished_seconds=runtime.clock(),
+        )
+        state.pending_evictions.pop(request.id, None)
+        result = "dry_run" if request.dry_run else ("done" if done else "failed")
+        metrics.actions.labels(state.key, request.action.value, result).inc()
+        reason, type_ = _event_reason(request.action, done)
+        text = (
+            f"{prefix}{request.describe()}: {request.reason}"
+            if done
+            else f"{request.describe()} failed: {outcome.message}"
+        )
+        if done:
+            state.last_action = f"{'dry-run ' if request.dry_run else ''}{request.action.value} {request.target} {rfc3339(now)}"
+        await runtime.events.post(pod_event, type_, reason, text)
+        await runtime.events.post(_guard(state), type_, reason, f"pod {request.pod}: {text}")
+    await _write_status(
+        runtime,
+        state,
+        {
+            "ledger": state.ledger.to_status(),
+            "rateLimit": state.limiter.to_dict(),
+            "lastAction": state.last_action,
+        },
+        runtime.clock(),
+    )
+
+
+def _event_reason(action: Action, done: bool) -> tuple[str, str]:
+    table = {
+        Action.RESTART: (ev.RESTARTED, ev.RESTART_FAILED),
+        Action.EVICT: (ev.EVICTED, ev.EVICTION_FAILED),
+        Action.RECLAIM: (ev.RECLAIMED, ev.RECLAIM_FAILED),
+        Action.DROP_CACHES: (ev.DROPPED_CACHES, ev.DROP_CACHES_FAILED),
+    }
+    ok, failed = table[action]
+    return (ok, ev.NORMAL) if done else (failed, ev.WARNING)
+
+
+async def _retry_evictions(runtime: Runtime, state: GuardState, now: float) -> None:
+    for entry_id, pending in list(state.pending_evictions.items()):
+        if now < pending.not_before_seconds:
+            continue
+        outcome = await runtime.actuator.perform(pending.request)
+        await _finish(runtime, state, pending.request, outcome, now)
+
+
+async def _load(runtime: Runtime, state: GuardState, status: Mapping[str, Any], now: float) -> None:
+    """First cycle after (re)start: take budgets, ledger and conditions back from status, and
+    settle every intent left without an outcome by looking at the world, never by acting again."""
+    state.ledger = Ledger.from_status(status.get("ledger"), size=runtime.config.ledger_size)
+    try:
+        state.limiter = LimiterState.from_dict(status.get("rateLimit"))
+    except ValueError as exc:
+        log.warning("%s: ignoring unreadable status.rateLimit: %s", state.key, exc)
+        state.limiter = LimiterState()
+    state.conditions = Conditions.from_status(status.get("conditions"))
+    state.last_action = str(status.get("lastAction") or "")
+    for entry in state.ledger.pending():
+        if entry.dryRun:
+            state.ledger.resolve(
+                entry.id,
+                LEDGER_DONE,
+                message="dry run (settled after operator restart)",
+                finished_seconds=now,
+            )
+            continue
+        try:
+            landed = await intent_landed(
+                runtime.api, entry.action, entry.target, state.namespace, entry.id, None
+            )
+        except KubeApiError as exc:
+            log.warning("%s: cannot check intent %s yet: %s", state.key, entry.id, exc)
+            raise
+        if landed:
+            state.ledger.resolve(
+                entry.id, LEDGER_DONE, message="confirmed after operator restart", finished_seconds=now
+            )
+        elif landed is None:
+            state.ledger.resolve(
+                entry.id, FAILED, message="outcome unknown: the operator restarted during the call; not repeated",
+                finished_seconds=now,
+            )  # fmt: skip
+        elif entry.action == Action.EVICT.value:
+            # Not evicted yet (a PodDisruptionBudget held it, or the operator died first): evicting
+            # the same pod again is what the intent asked for, and the budget is already counted.
+            state.ledger.update_message(entry.id, "re-trying after operator restart")
+            state.pending_evictions[entry.id] = PendingEviction(
+                ActionRequest(
+                    id=entry.id, action=Action.EVICT, guard=state.key, namespace=state.namespace, pod=entry.pod,
+                    pod_uid="", container=entry.container, container_id=None, node=entry.node,
+                    workload=Workload("Pod", state.namespace, entry.pod), agent_url=None, reason=entry.reason,
+                ),
+                now,
+            )  # fmt: skip
+        else:
+            state.ledger.resolve(
+                entry.id, FAILED, message="not applied before the operator restarted; not repeated (budget kept)",
+                finished_seconds=now,
+            )  # fmt: skip
+    state.loaded = True

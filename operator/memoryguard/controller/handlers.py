@@ -1,0 +1,197 @@
+"""Kopf handlers: small module-level functions, registered by ``register(registry, config)``.
+
+- ``startup`` / ``cleanup``: every Kopf setting, and the shared services (API client, agent
+  client, metrics server), in one place each;
+- ``guarded_pods``: the index of pods by namespace (what a guard cycle needs of each pod);
+- ``agent_pods``: the index of agent pods by node (how to reach the agent on a node);
+- ``check_spec``: a broken spec is a PermanentError and a ``Ready=False`` condition naming the field;
+- ``guard_cycle``: the per-guard timer (see ``cycle.run_cycle``);
+- ``forget_guard``: a deleted guard's in-memory state and metrics go with it.
+
+Registration is a function rather than import-time decorators so the timer interval and the
+login come from the command line, and a test can run several operators one after another.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from memoryguard import annotations as keys
+from memoryguard.controller.agentclient import AgentClient, TokenSource
+from memoryguard.controller.cycle import AgentEndpoint, Runtime, agent_endpoint, run_cycle
+from memoryguard.controller.events import EventPoster
+from memoryguard.controller.executors import Actuator
+from memoryguard.controller.judgement import SpecError, policy_from_spec
+from memoryguard.controller.kubeapi import KubeApi, KubeApiError, client_configuration
+from memoryguard.controller.ledger import rfc3339
+from memoryguard.controller.metrics import OperatorMetrics, serve_metrics
+from memoryguard.controller.pods import PodInfo, Selector, pod_info
+from memoryguard.controller.settings import OperatorConfig, configure_kopf
+
+log = logging.getLogger("memoryguard.controller.handlers")
+
+GUARDS = (keys.GROUP, keys.VERSION, keys.PLURAL)
+
+
+async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    config: OperatorConfig = memo.config
+    configure_kopf(settings, config)
+    api = KubeApi(client_configuration(config), timeout_seconds=config.api_timeout_seconds)
+    agents = AgentClient(
+        tokens=TokenSource(config.token_file),
+        timeout_seconds=config.agent_timeout_seconds,
+        concurrency=config.agent_concurrency,
+        retries=config.agent_retries,
+    )
+    runtime = Runtime(
+        config=config,
+        api=api,
+        agents=agents,
+        actuator=Actuator(api, agents, clock=memo.get("clock") or _wall_clock, retries=config.api_retries),
+        events=EventPoster(api),
+        metrics=memo.get("metrics") or OperatorMetrics(),
+    )
+    memo.runtime = runtime
+    memo.metrics_runner = (
+        await serve_metrics(runtime.metrics, config.metrics_host, config.metrics_port)
+        if config.metrics_port
+        else None
+    )
+
+
+async def cleanup(memo: Any, **_: Any) -> None:
+    runtime: Runtime | None = memo.get("runtime")
+    if memo.get("metrics_runner") is not None:
+        await memo.metrics_runner.cleanup()
+    if runtime is not None:
+        await runtime.agents.close()
+        runtime.api.close()
+
+
+def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
+    """Only registered with --api-server (development, tests): an explicit API server URL."""
+    config: OperatorConfig = memo.config
+    assert config.api_server is not None
+    return kopf.ConnectionInfo(server=config.api_server, insecure=config.api_insecure)
+
+
+def guarded_pods(namespace: str | None, name: str, uid: str, meta: kopf.Meta, spec: kopf.Spec,
+                 status: kopf.Status, **_: Any) -> dict[str, PodInfo]:  # fmt: skip
+    return {namespace or "": pod_info(namespace or "", name, uid, meta, spec, status)}
+
+
+def agent_pods(namespace: str | None, name: str, labels: kopf.Labels, spec: kopf.Spec, status: kopf.Status,
+               memo: Any, **_: Any) -> dict[str, AgentEndpoint]:  # fmt: skip
+    config: OperatorConfig = memo.config
+    if config.agent_namespace and namespace != config.agent_namespace:
+        return {}
+    if any(labels.get(key) != value for key, value in config.agent_labels.items()):
+        return {}
+    node, pod_ip = spec.get("nodeName"), status.get("podIP")
+    if not node or not pod_ip or status.get("phase") != "Running" or status.get("deletionTimestamp"):
+        return {}
+    port = next(
+        (
+            p.get("containerPort")
+            for c in spec.get("containers") or ()
+            for p in c.get("ports") or ()
+            if p.get("name") == keys.AGENT_PORT_NAME
+        ),
+        None,
+    )
+    return {node: agent_endpoint(config, pod_ip, node, name, port)}
+
+
+def check_spec(spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
+    try:
+        policy_from_spec(spec)
+        if Selector.from_spec(spec.get("selector") or {}).empty:
+            raise SpecError(
+                "selector", "must not be empty: an empty selector would guard every pod in the namespace"
+            )
+    except SpecError as exc:
+        patch.status["conditions"] = [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "InvalidSpec",
+                "message": str(exc),
+                "lastTransitionTime": rfc3339(_wall_clock()),
+                "observedGeneration": meta.get("generation"),
+            }
+        ]
+        raise kopf.PermanentError(str(exc)) from exc
+    except ValueError as exc:
+        raise kopf.PermanentError(f"spec.selector: {exc}") from exc
+
+
+async def guard_cycle(namespace: str | None, name: str, uid: str, spec: kopf.Spec, status: kopf.Status,
+                      meta: kopf.Meta, memo: Any, guarded_pods: kopf.Index, agent_pods: kopf.Index,
+                      **_: Any) -> None:  # fmt: skip
+    runtime: Runtime = memo.runtime
+    try:
+        policy = policy_from_spec(spec)
+        Selector.from_spec(spec.get("selector") or {})
+    except (SpecError, ValueError):
+        return  # check_spec has said why, in the status condition and an Event
+    namespace = namespace or ""
+    state = runtime.guard_state(namespace, name, uid or f"{namespace}/{name}")
+    agents = {node: next(iter(store)) for node, store in agent_pods.items()}
+    try:
+        await run_cycle(
+            runtime,
+            state,
+            policy=policy,
+            spec=spec,
+            generation=meta.get("generation"),
+            status=status,
+            pods=list(guarded_pods.get(namespace, ())),
+            agents=agents,
+        )
+    except KubeApiError as exc:
+        if exc.transient:
+            raise kopf.TemporaryError(
+                f"API server: {exc}", delay=max(runtime.config.cycle_seconds, 1.0)
+            ) from exc
+        raise
+
+
+def forget_guard(namespace: str | None, name: str, uid: str, memo: Any, **_: Any) -> None:
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is None:
+        return
+    runtime.guards.pop(uid or f"{namespace}/{name}", None)
+    runtime.metrics.forget(f"{namespace}/{name}")
+
+
+def _wall_clock() -> float:
+    return time.time()
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.OperatorRegistry:
+    kopf.on.startup(registry=registry)(startup)
+    kopf.on.cleanup(registry=registry)(cleanup)
+    # Kopf's own login handlers are fallbacks of its default registry only: name them here.
+    if config.api_server:
+        kopf.on.login(registry=registry)(login)
+    else:
+        kopf.on.login(registry=registry)(kopf.login_via_client)
+    kopf.index("pods", registry=registry)(guarded_pods)
+    kopf.index("pods", registry=registry)(agent_pods)
+    kopf.on.resume(*GUARDS, registry=registry)(check_spec)
+    kopf.on.create(*GUARDS, registry=registry)(check_spec)
+    kopf.on.update(*GUARDS, field="spec", registry=registry)(check_spec)
+    kopf.timer(
+        *GUARDS,
+        id="cycle",
+        interval=config.cycle_seconds,
+        initial_delay=min(config.cycle_seconds, 1.0),
+        backoff=max(config.cycle_seconds, 1.0),
+        registry=registry,
+    )(guard_cycle)  # type: ignore[arg-type]  # the indices are kwargs Kopf's protocol does not list
+    kopf.on.delete(*GUARDS, optional=True, registry=registry)(forget_guard)
+    return registry
