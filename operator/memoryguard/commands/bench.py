@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
@@ -160,7 +161,7 @@ def score_trace(trace: Trace, policy_name: str, policy: Policy, lead_seconds: fl
             samples,
             policy,
             runtime_heap_limit_bytes=trace.runtime_heap_limit_bytes,
-            runtime_limit_source="runtime heap limit (trace metadata)",
+            runtime_limit_source="runtime heap cap",
         )
     else:
         ticks = replay_baseline(samples, policy_name, policy)
@@ -233,6 +234,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except BrokenPipeError:  # `memoryguard bench … | head`: the reader has seen enough
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
     lead = float(args.lead)
     try:
         policy = load_policy(args.guard, args.rollout_seconds, lead)

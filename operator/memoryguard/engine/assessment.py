@@ -267,7 +267,7 @@ def _evidence(
     swap_fails: int,
 ) -> str:
     limit = fc.effective_limit_bytes
-    limit_phrase = f"{fc.limit_source} ({_mib(limit)})" if limit is not None else "no memory limit"
+    limit_phrase = fc.limit_label
     pinned = f"pinned memory (anon {_mib(latest.anon_bytes)}"
     other = fc.pinned_bytes - latest.anon_bytes
     pinned += f" + {_mib(other)} shmem/kernel/swap)" if other > 0 else ")"

@@ -59,12 +59,17 @@ def swap_room_bytes(sample: Sample) -> int:
     return sample.swap_current_bytes or 0
 
 
+def _mib(value: float) -> str:
+    return f"{value / MIB:.0f} MiB" if value >= 100 * MIB else f"{value / MIB:.1f} MiB"
+
+
 @dataclass(frozen=True, slots=True)
 class Line:
-    """A level of pinned memory where the workload fails, and what it is."""
+    """A level of pinned memory where the workload fails, what it is, and how to say it."""
 
     limit_bytes: int
-    source: str
+    source: str  # "memory.max", "memory.high", "runtime heap (--max-old-space-size=96)"
+    label: str  # "memory.max 256 MiB + swap 128 MiB"
 
 
 def failure_lines(
@@ -72,22 +77,34 @@ def failure_lines(
 ) -> tuple[list[Line], str | None]:
     """The lines in pinned-memory terms, nearest first, and a note when a runtime cap was set aside."""
     room = swap_room_bytes(latest)
+    swap = f" + swap {_mib(room)}" if room else ""
     lines: list[Line] = []
     if latest.max_bytes is not None:
-        lines.append(Line(latest.max_bytes + room, "memory.max" + (" + swap" if room else "")))
+        lines.append(
+            Line(latest.max_bytes + room, "memory.max", f"memory.max {_mib(latest.max_bytes)}{swap}")
+        )
     if latest.high_bytes is not None and (latest.max_bytes is None or latest.high_bytes < latest.max_bytes):
-        lines.append(Line(latest.high_bytes + room, "memory.high" + (" + swap" if room else "")))
+        lines.append(
+            Line(latest.high_bytes + room, "memory.high", f"memory.high {_mib(latest.high_bytes)}{swap}")
+        )
     note = None
     if runtime_heap_limit_bytes is not None and runtime_heap_limit_bytes > 0:
         heap_side = latest.anon_bytes + (latest.swap_current_bytes or 0)
         slack = max(RUNTIME_CAP_SLACK_BYTES, int(RUNTIME_CAP_SLACK_FRACTION * runtime_heap_limit_bytes))
         source = runtime_source or "runtime heap limit"
         if heap_side <= runtime_heap_limit_bytes + slack:
-            lines.append(Line(runtime_heap_limit_bytes + (pinned_bytes(latest) - heap_side), source))
+            non_heap = pinned_bytes(latest) - heap_side
+            lines.append(
+                Line(
+                    runtime_heap_limit_bytes + non_heap,
+                    source,
+                    f"{source} {_mib(runtime_heap_limit_bytes)} (+ {_mib(non_heap)} shmem/kernel)",
+                )
+            )
         else:
             note = (
-                f"{source} of {runtime_heap_limit_bytes / MIB:.0f} MiB set aside: anon is already "
-                f"{heap_side / MIB:.0f} MiB, so native memory, not the heap, fills it"
+                f"{source} of {_mib(runtime_heap_limit_bytes)} set aside: anon is already "
+                f"{_mib(heap_side)}, so native memory, not the heap, fills it"
             )
     lines.sort(key=lambda line: line.limit_bytes)
     return lines, note
@@ -102,6 +119,7 @@ class Forecast:
     confidence: float  # 0..1: how consistently the envelope rises (Kendall's tau, clipped)
     effective_limit_bytes: int | None
     limit_source: str
+    limit_label: str  # the limit in words, with its size: "memory.max 256 MiB + swap 128 MiB"
     pinned_bytes: int
     sustained: bool
     evidence_seconds: float  # span of the time scale the growth was measured over
@@ -201,6 +219,7 @@ def forecast_pinned(
             confidence=max(0.0, min(1.0, trend.tau)),
             effective_limit_bytes=line.limit_bytes if line else None,
             limit_source=line.source if line else "no limit",
+            limit_label=line.label if line else "no memory limit",
             pinned_bytes=latest_value,
             sustained=True,
             evidence_seconds=trend.span_seconds,
@@ -214,6 +233,7 @@ def forecast_pinned(
         confidence=max(0.0, min(1.0, overall.tau)) if overall else 0.0,
         effective_limit_bytes=line.limit_bytes if line else None,
         limit_source=line.source if line else "no limit",
+        limit_label=line.label if line else "no memory limit",
         pinned_bytes=latest_value,
         sustained=False,
         evidence_seconds=overall.span_seconds if overall else 0.0,

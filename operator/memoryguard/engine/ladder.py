@@ -37,14 +37,9 @@ def _restart_reason(assessment: Assessment, policy: Policy, target: Target, acti
     fc = assessment.forecast
     assert fc is not None and fc.eta_seconds is not None
     verb = "restart" if action is Action.RESTART else "evict"
-    limit = (
-        f"{fc.limit_source} ({_mib(fc.effective_limit_bytes)})"
-        if fc.effective_limit_bytes
-        else fc.limit_source
-    )
     return (
         f"{verb} {target.name}: pinned memory {_mib(fc.pinned_bytes)} grows "
-        f"{fc.growth_bytes_per_second * 60 / MIB:+.1f} MiB/min and reaches {limit} in "
+        f"{fc.growth_bytes_per_second * 60 / MIB:+.1f} MiB/min and reaches {fc.limit_label} in "
         f"{_seconds(fc.eta_seconds)}, within the {_seconds(policy.restart.rollout_seconds)} a rollout "
         f"needs plus {policy.restart.margin_fraction:.0%} margin; reclaim cannot free it"
     )
