@@ -79,8 +79,9 @@ def test_validation_catches_a_broken_object() -> None:
 def test_defaults_run_one_standalone_operator_and_no_optional_objects() -> None:
     objects = render()
     assert one(objects, "Deployment")["spec"]["replicas"] == 1
-    assert "--standalone" in container(objects, "Deployment")["args"]
-    assert "--all-namespaces" in container(objects, "Deployment")["args"]
+    args = container(objects, "Deployment")["args"]
+    assert "--standalone" in args
+    assert not [a for a in args if a.startswith("--namespace")]  # cluster-wide
     kinds = {o["kind"] for o in objects}
     for optional in ("ServiceMonitor", "PodMonitor", "NetworkPolicy", "ConfigMap", "ClusterKopfPeering"):
         assert optional not in kinds
@@ -103,7 +104,7 @@ def test_two_replicas_peer_through_a_cluster_peering_object() -> None:
 def test_watched_namespaces_get_role_bindings_and_namespaced_peerings() -> None:
     objects = render(SCENARIOS["peering-in-watched-namespaces"])
     args = container(objects, "Deployment")["args"]
-    assert "--namespace=shop" in args and "--namespace=web" in args and "--all-namespaces" not in args
+    assert "--namespace=shop" in args and "--namespace=web" in args
     assert {o["metadata"]["namespace"] for o in by_kind(objects, "RoleBinding")} == {"shop", "web"}
     assert {o["metadata"]["namespace"] for o in by_kind(objects, "KopfPeering")} == {"shop", "web"}
     assert not by_kind(objects, "ClusterKopfPeering")

@@ -79,3 +79,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "memoryguard.scraper.fullname" -}}
 {{- printf "%s-scraper" (include "memoryguard.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+
+{{/* The agent pods' selector as the operator's --agent-selector wants it: k=v,k=v. */}}
+{{- define "memoryguard.agent.selectorString" -}}
+{{- $labels := include "memoryguard.selectorLabels" (dict "ctx" . "component" "agent") | fromYaml -}}
+{{- $pairs := list -}}
+{{- range $key := keys $labels | sortAlpha -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key (get $labels $key)) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
