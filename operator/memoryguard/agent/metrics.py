@@ -96,17 +96,17 @@ _GAUGES: tuple[tuple[str, str, str], ...] = (
     ("swap_limit_bytes", "memory.swap.max; absent when unlimited.", "swap_max_bytes"),
 )
 
-# memory.events keys, with the Sample field that carries each when the reading has no dict.
-_EVENT_FALLBACK = {"high": "high_events", "max": "max_events", "oom": "oom_events", "oom_kill": "oom_kill"}
-_SWAP_EVENT_FALLBACK = {"fail": "swap_fail_events"}
+# The counters of memory.events and memory.swap.events. Other keys a reading's dict may hold
+# (v1's oom_control has the flags oom_kill_disable and under_oom) are not counters.
+MEMORY_EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill")
+SWAP_EVENTS = ("high", "max", "fail")
 
 
 class SamplerCollector:
     """Builds the per-container and sampler-state families from the sampler, at scrape time."""
 
-    def __init__(self, sampler: SamplerView, *, node_name: str = "", names: NameLookup | None = None) -> None:
+    def __init__(self, sampler: SamplerView, *, names: NameLookup | None = None) -> None:
         self.sampler = sampler
-        self.node_name = node_name
         self.names = names
 
     def describe(self) -> list[Metric]:
@@ -118,12 +118,13 @@ class SamplerCollector:
         yield from self._container_families()
 
     def _agent_families(self) -> Iterator[Metric]:
+        # No node label: the scrape adds the target's node (relabeling), and a second one would clash.
         info = GaugeMetricFamily(
             f"{PREFIX}_agent_info",
             "Agent build and host facts; the value is always 1.",
-            labels=["version", "cgroup_version", "node"],
+            labels=["version", "cgroup_version"],
         )
-        info.add_metric([__version__, str(self.sampler.cgroup_version), self.node_name], 1.0)
+        info.add_metric([__version__, str(self.sampler.cgroup_version)], 1.0)
         yield info
         yield GaugeMetricFamily(
             f"{PREFIX}_agent_containers",
@@ -187,12 +188,12 @@ class SamplerCollector:
                 value = getattr(sample, attr)
                 if value is not None:
                     family.add_metric(labels, float(value))
-            for key, count in _counters(getattr(reading, "events", None), sample, _EVENT_FALLBACK):
+            for key, count in _memory_events(reading.events):
                 events.add_metric([*labels, key], count)
-            for key, count in _counters(getattr(reading, "swap_events", None), sample, _SWAP_EVENT_FALLBACK):
+            for key, count in _counts(reading.swap_events, SWAP_EVENTS):
                 swap_events.add_metric([*labels, key], count)
             faults.add_metric(labels, float(sample.pgmajfault))
-            pressure = getattr(reading, "pressure", None) or {}
+            pressure = reading.pressure
             for kind in ("some", "full"):
                 row = pressure.get(kind)
                 if not row:
@@ -214,24 +215,27 @@ class SamplerCollector:
         return labels
 
 
-def _counters(
-    values: Mapping[str, Any] | None, sample: Sample, fallback: Mapping[str, str]
-) -> Iterator[tuple[str, float]]:
-    if values:
-        for key, count in sorted(values.items()):
-            if isinstance(count, int | float) and not isinstance(count, bool):
-                yield key, float(count)
-        return
-    for key, attr in fallback.items():
-        yield key, float(getattr(sample, attr))
+def _counts(values: Mapping[str, Any], keys: tuple[str, ...]) -> Iterator[tuple[str, float]]:
+    """The known counters a file reported; a counter the kernel does not report stays absent."""
+    for key in keys:
+        count = values.get(key)
+        if isinstance(count, int) and not isinstance(count, bool):
+            yield key, float(count)
+
+
+def _memory_events(values: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
+    yield from _counts(values, MEMORY_EVENTS)
+    if "max" not in values and isinstance(values.get("failcnt"), int):
+        # cgroup v1: memory.failcnt counts hits of the limit, what v2 calls the max event.
+        yield "max", float(values["failcnt"])
 
 
 class AgentMetrics:
     """The agent's registry: the scrape-time collector plus counters the server and loop update."""
 
-    def __init__(self, sampler: SamplerView, *, node_name: str = "", names: NameLookup | None = None) -> None:
+    def __init__(self, sampler: SamplerView, *, names: NameLookup | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SamplerCollector(sampler, node_name=node_name, names=names))
+        self.registry.register(SamplerCollector(sampler, names=names))
         agent = f"{PREFIX}_agent"
         self.tick_duration = Histogram(
             f"{agent}_tick_duration_seconds",

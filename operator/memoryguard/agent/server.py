@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,13 +24,12 @@ from aiohttp import web
 
 from memoryguard import __version__
 from memoryguard.agent import auth
+from memoryguard.agent.discovery import CONTAINER_ID_PATTERN, POD_UID_PATTERN
 from memoryguard.agent.metrics import AgentMetrics
 from memoryguard.engine.model import Sample
 
 log = logging.getLogger("memoryguard.agent.server")
 
-POD_UID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-CONTAINER_ID_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 MAX_BODY_BYTES = 16 * 1024
 MAX_POD_UIDS = 1000
 MAX_RECLAIM_BYTES = 1 << 50  # 1 PiB: anything larger is a caller's bug, not a request
