@@ -1,0 +1,525 @@
+"""Reading cgroup memory files (adapter): cgroup v2 first, v1 as a fallback.
+
+Which hierarchy to read is decided by what is mounted under the root (``/sys/fs/cgroup``):
+a cgroup2 mount whose ``cgroup.controllers`` offers ``memory`` is v2; otherwise a v1 memory
+controller at ``memory/`` (``memory.usage_in_bytes`` present) is v1. On a hybrid host
+(systemd's v1 controllers plus an empty cgroup2 at ``unified/``) that picks v1.
+
+A :class:`CgroupProbe` reads one cgroup into a reading (see ``reading.py``: a flat vector
+laid out like :class:`memoryguard.engine.model.Sample`, plus its encoded uint32 row). Files are
+read in three tiers so the sampling tick stays cheap — every tick only what moves fast, the
+rest less often (``FAST`` picks anon, file and inactive_file out of ``memory.stat``; ``MEDIUM``
+picks the other keys the Sample needs out of the same bytes, without reading it again):
+
+==========  ========================================  ============================================
+tier        cgroup v2                                 cgroup v1
+==========  ========================================  ============================================
+``FAST``    memory.current, memory.stat               memory.usage_in_bytes, memory.stat
+``MEDIUM``  memory.events, memory.swap.current,       memory.oom_control, memory.failcnt,
+            memory.swap.events, memory.pressure       memory.kmem.usage_in_bytes
+``SLOW``    memory.max, memory.high, memory.swap.max, memory.limit_in_bytes,
+            memory.min, memory.low                    memory.memsw.limit_in_bytes,
+                                                      memory.soft_limit_in_bytes
+==========  ========================================  ============================================
+
+v1 mapping: anon = ``total_rss`` (it already includes ``total_rss_huge``: transparent huge pages
+are anonymous pages counted in both), file = ``total_cache``, inactive/active file, shmem,
+pgmajfault and swap from the ``total_*`` keys, kernel = ``memory.kmem.usage_in_bytes``,
+max = ``limit_in_bytes`` (the ≥ 2**62 sentinel means unlimited), max events = ``failcnt``,
+oom_kill from ``oom_control``; swap max = memsw limit − memory limit. v1 has no ``memory.high``,
+no OOM event count besides kills, and no per-cgroup PSI: those stay unknown.
+
+The latest raw bytes of ``memory.stat``, ``memory.events`` and friends are kept, and parsed
+into full dicts only when asked (the HTTP API, ``explain``), never in the tick.
+
+Errors never escape a read: a cgroup that disappears is reported as vanished; a missing file,
+a permission error or a malformed line is counted in the caller's error counter by kind
+(:data:`ERROR_KINDS`) and the read goes on with what it has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from memoryguard.agent import parsers
+from memoryguard.agent.parsers import ParseError
+from memoryguard.agent.reading import (
+    ACTIVE_FILE,
+    ANON,
+    CEILING,
+    COUNTERS,
+    CURRENT,
+    FILE,
+    HIGH,
+    HIGH_EVENTS,
+    INACTIVE_FILE,
+    KERNEL,
+    MAX,
+    MAX_EVENTS,
+    NONE,
+    OOM_EVENTS,
+    OOM_KILL,
+    PGMAJFAULT,
+    PSI_FULL,
+    PSI_SOME,
+    SHIFTS,
+    SHMEM,
+    SWAP_CURRENT,
+    SWAP_FAIL_EVENTS,
+    SWAP_MAX,
+    new_row,
+    new_values,
+    sample_from_values,
+)
+from memoryguard.engine.model import Sample
+
+FAST, MEDIUM, SLOW = 1, 2, 4
+ALL_TIERS = FAST | MEDIUM | SLOW
+
+ERROR_KINDS = ("vanished", "missing_file", "malformed", "permission", "io")
+
+_READ_SIZE = 65536
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+
+
+class NoMemoryCgroup(RuntimeError):
+    """Nothing under the given root looks like a cgroup v2 or v1 memory hierarchy."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hierarchy:
+    """Where memory cgroups live: ``memory_root`` is ``root`` on v2 and ``root/memory`` on v1."""
+
+    version: int
+    root: Path
+    memory_root: Path
+
+
+def detect_hierarchy(root: Path) -> Hierarchy:
+    """Pick the memory hierarchy mounted under ``root`` (v2 first, then v1)."""
+    controllers = _read_text(root / "cgroup.controllers")
+    if controllers is not None and "memory" in controllers.split():
+        return Hierarchy(2, root, root)
+    if (root / "memory" / "memory.usage_in_bytes").is_file():
+        return Hierarchy(1, root, root / "memory")
+    if (root / "memory.usage_in_bytes").is_file():  # pointed straight at a v1 memory mount
+        return Hierarchy(1, root, root)
+    if controllers is not None:
+        raise NoMemoryCgroup(f"the cgroup v2 hierarchy at {root} has no memory controller enabled")
+    raise NoMemoryCgroup(
+        f"no cgroup memory hierarchy under {root}: expected cgroup.controllers listing 'memory' (v2) "
+        f"or memory/memory.usage_in_bytes (v1)"
+    )
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def read_file(path: str | Path) -> bytes:
+    """One cgroup file, the cheap way (``os.open``/``os.read``: no Python file object)."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        return os.read(fd, _READ_SIZE)
+    finally:
+        os.close(fd)
+
+
+# --- how each file lands in the reading -------------------------------------------------------
+# An applier stores what it parsed (exact value and encoded row field) and returns the number
+# of malformed lines it skipped. Entries whose file name starts with "@" read no file: they
+# parse more keys out of the memory.stat bytes the fast tier already read.
+Applier = Callable[["CgroupProbe", bytes], int]
+_STAT_AGAIN = "@memory.stat"
+
+
+def _store(probe: CgroupProbe, slot: int, value: int | None) -> None:
+    probe.values[slot] = value
+    if value is None:
+        probe.row[slot] = NONE
+    else:
+        stored = value >> SHIFTS[slot]
+        probe.row[slot] = stored if stored <= CEILING else CEILING
+
+
+def _picker(keys: tuple[str, ...], slots: tuple[int, ...], raw_name: str | None) -> Applier:
+    """Store the values of ``keys`` of a flat-keyed file in ``slots``.
+
+    This is :func:`parsers.pick_keys` fused with storing, for the hot path: it runs for every
+    container every tick, and one loop instead of two (plus no intermediate list) is a
+    measurable share of the tick. A property test pins it to ``pick_keys`` on arbitrary bytes.
+    """
+    targets = tuple(
+        (needle, size, slot, SHIFTS[slot], 0 if slot in COUNTERS else None, 0 if slot in COUNTERS else NONE)
+        for (needle, size), slot in zip(parsers.key_needles(keys), slots, strict=True)
+    )
+
+    def apply(probe: CgroupProbe, data: bytes) -> int:
+        buf = b"\n" + data
+        values = probe.values
+        row = probe.row
+        malformed = 0
+        for needle, size, slot, shift, unknown, unknown_stored in targets:
+            start = buf.find(needle)
+            if start >= 0:
+                start += size
+                end = buf.find(b"\n", start)
+                raw = buf[start:end] if end >= 0 else buf[start:]
+                value = int(raw) if raw.isdigit() and len(raw) <= 20 else parsers.uint(raw.strip())
+                if value is not None:
+                    values[slot] = value
+                    stored = value >> shift
+                    row[slot] = stored if stored <= CEILING else CEILING
+                    continue
+                malformed += 1
+            values[slot] = unknown
+            row[slot] = unknown_stored
+        if raw_name is not None:
+            probe.raw[raw_name] = data
+        return malformed
+
+    return apply
+
+
+def _count_into(slot: int) -> Applier:
+    def apply(probe: CgroupProbe, data: bytes) -> int:
+        value = parsers.parse_count(data)
+        probe.values[slot] = value
+        stored = value >> SHIFTS[slot]
+        probe.row[slot] = stored if stored <= CEILING else CEILING
+        return 0
+
+    return apply
+
+
+def _limit_into(slot: int) -> Applier:
+    def apply(probe: CgroupProbe, data: bytes) -> int:
+        _store(probe, slot, parsers.parse_limit(data))
+        return 0
+
+    return apply
+
+
+def _extra(name: str, parse: Callable[[bytes], int | None]) -> Applier:
+    def apply(probe: CgroupProbe, data: bytes) -> int:
+        probe.extra[name] = parse(data)
+        return 0
+
+    return apply
+
+
+def _v2_pressure(probe: CgroupProbe, data: bytes) -> int:
+    probe.raw["memory.pressure"] = data
+    _store(probe, PSI_SOME, parsers.psi_hundredths(data, b"some"))
+    _store(probe, PSI_FULL, parsers.psi_hundredths(data, b"full"))
+    return 0
+
+
+def _v1_failcnt(probe: CgroupProbe, data: bytes) -> int:
+    probe.raw["memory.failcnt"] = data
+    _store(probe, MAX_EVENTS, parsers.parse_count(data))
+    return 0
+
+
+def _v1_limit(probe: CgroupProbe, data: bytes) -> int:
+    _store(probe, MAX, parsers.parse_v1_limit(data))
+    return 0
+
+
+def _v1_memsw_limit(probe: CgroupProbe, data: bytes) -> int:
+    # memsw limits memory + swap together; what is left for swap is the difference.
+    memsw = parsers.parse_v1_limit(data)
+    limit = probe.values[MAX]
+    probe.extra["memsw_max_bytes"] = memsw
+    _store(probe, SWAP_MAX, None if memsw is None or limit is None else max(0, memsw - limit))
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The files of one cgroup version, by tier, with how each is applied."""
+
+    version: int
+    tiers: dict[int, tuple[tuple[str, Applier], ...]]
+
+
+# Every tick needs usage, anon, file and inactive_file (working set = usage − inactive_file);
+# the other memory.stat keys move slowly enough to be picked out every MEDIUM tick.
+V2_LAYOUT = Layout(
+    2,
+    {
+        FAST: (
+            ("memory.current", _count_into(CURRENT)),
+            (
+                "memory.stat",
+                _picker(("anon", "file", "inactive_file"), (ANON, FILE, INACTIVE_FILE), "memory.stat"),
+            ),
+        ),
+        MEDIUM: (
+            (
+                _STAT_AGAIN,
+                _picker(
+                    ("active_file", "shmem", "kernel", "pgmajfault"),
+                    (ACTIVE_FILE, SHMEM, KERNEL, PGMAJFAULT),
+                    None,
+                ),
+            ),
+            (
+                "memory.events",
+                _picker(
+                    ("oom_kill", "oom", "high", "max"),
+                    (OOM_KILL, OOM_EVENTS, HIGH_EVENTS, MAX_EVENTS),
+                    "memory.events",
+                ),
+            ),
+            ("memory.swap.current", _count_into(SWAP_CURRENT)),
+            ("memory.swap.events", _picker(("fail",), (SWAP_FAIL_EVENTS,), "memory.swap.events")),
+            ("memory.pressure", _v2_pressure),
+        ),
+        SLOW: (
+            ("memory.max", _limit_into(MAX)),
+            ("memory.high", _limit_into(HIGH)),
+            ("memory.swap.max", _limit_into(SWAP_MAX)),
+            ("memory.min", _extra("min_bytes", parsers.parse_count)),
+            ("memory.low", _extra("low_bytes", parsers.parse_count)),
+        ),
+    },
+)
+
+V1_LAYOUT = Layout(
+    1,
+    {
+        FAST: (
+            ("memory.usage_in_bytes", _count_into(CURRENT)),
+            (
+                "memory.stat",
+                _picker(
+                    ("total_rss", "total_cache", "total_inactive_file"),
+                    (ANON, FILE, INACTIVE_FILE),
+                    "memory.stat",
+                ),
+            ),
+        ),
+        MEDIUM: (
+            (
+                _STAT_AGAIN,
+                _picker(
+                    ("total_active_file", "total_shmem", "total_pgmajfault", "total_swap"),
+                    (ACTIVE_FILE, SHMEM, PGMAJFAULT, SWAP_CURRENT),
+                    None,
+                ),
+            ),
+            ("memory.oom_control", _picker(("oom_kill",), (OOM_KILL,), "memory.oom_control")),
+            ("memory.failcnt", _v1_failcnt),
+            ("memory.kmem.usage_in_bytes", _count_into(KERNEL)),
+        ),
+        SLOW: (
+            ("memory.limit_in_bytes", _v1_limit),
+            ("memory.memsw.limit_in_bytes", _v1_memsw_limit),
+            ("memory.soft_limit_in_bytes", _extra("soft_limit_bytes", parsers.parse_v1_limit)),
+        ),
+    },
+)
+
+
+def layout_for(version: int) -> Layout:
+    if version == 2:
+        return V2_LAYOUT
+    if version == 1:
+        return V1_LAYOUT
+    raise ValueError(f"cgroup version must be 1 or 2, got {version!r}")
+
+
+class CgroupProbe:
+    """One cgroup's memory files, read tier by tier into :attr:`values` and :attr:`row`.
+
+    ``values`` is the exact reading and ``row`` its encoded twin (see ``reading``). A file
+    found missing once is not tried again (its fields stay unknown): kernels do not grow
+    files at run time.
+    """
+
+    __slots__ = ("_plans", "extra", "layout", "missing", "path", "raw", "row", "values")
+
+    def __init__(self, path: str | Path, layout: Layout) -> None:
+        self.path = str(path)
+        self.layout = layout
+        self.values: list[Any] = new_values()
+        self.row = new_row(self.values)
+        self.raw: dict[str, bytes] = {}
+        self.extra: dict[str, int | None] = {}
+        self.missing: set[str] = set()
+        self._plans: dict[int, tuple[tuple[str, str | None, Applier], ...]] = {}
+        self._plan()
+
+    def _plan(self) -> None:
+        # One flat plan per combination of tiers, so a read is a single loop.
+        base = str(self.path)
+        for mask in range(1, ALL_TIERS + 1):
+            self._plans[mask] = tuple(
+                (name, None if name.startswith("@") else f"{base}/{name}", apply)
+                for tier in (FAST, MEDIUM, SLOW)
+                if tier & mask
+                for name, apply in self.layout.tiers[tier]
+                if name not in self.missing
+            )
+
+    def paths(self, tiers: int) -> list[str]:
+        """The files a read of these tiers opens (what the benchmark's floor loop reads)."""
+        return [path for _, path, _ in self._plans[tiers] if path is not None] if tiers else []
+
+    def read(self, tiers: int, errors: MutableMapping[str, int]) -> bool:
+        """Read the files of ``tiers``; False when the cgroup has vanished (nothing more to read)."""
+        for name, path, apply in self._plans[tiers]:
+            if path is None:
+                data = self.raw.get(name[1:])
+                if data is None:
+                    continue
+            else:
+                try:
+                    fd = os.open(path, _OPEN_FLAGS)
+                    try:
+                        data = os.read(fd, _READ_SIZE)
+                    finally:
+                        os.close(fd)
+                except OSError as exc:
+                    kind = self._classify(exc, name)
+                    errors[kind] = errors.get(kind, 0) + 1
+                    if kind == "vanished":
+                        return False
+                    continue
+            try:
+                malformed = apply(self, data)
+            except ParseError:
+                malformed = 1
+            if malformed:
+                errors["malformed"] = errors.get("malformed", 0) + malformed
+        return True
+
+    def _classify(self, exc: OSError, name: str) -> str:
+        if exc.errno in (errno.ENOENT, errno.ENODEV, errno.ENOTDIR):
+            if not os.path.isdir(self.path):
+                return "vanished"
+            self.missing.add(name)
+            self._plan()
+            return "missing_file"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return "permission"
+        return "io"
+
+    @property
+    def complete(self) -> bool:
+        """Whether the core of a Sample (anon and file) is known."""
+        return self.values[ANON] is not None and self.values[FILE] is not None
+
+    def sample(self, t_seconds: float) -> Sample:
+        """The current values as a Sample (call only when :attr:`complete`)."""
+        return sample_from_values(t_seconds, self.values)
+
+    # --- full dicts, parsed on demand from the raw bytes of the last read ---------------------
+
+    def stat(self) -> dict[str, int]:
+        return _parsed_flat(self.raw.get("memory.stat"))
+
+    def events(self) -> dict[str, int]:
+        if self.layout.version == 2:
+            return _parsed_flat(self.raw.get("memory.events"))
+        events = _parsed_flat(self.raw.get("memory.oom_control"))
+        failcnt = self.raw.get("memory.failcnt")
+        if failcnt is not None:
+            with contextlib.suppress(ParseError):
+                events["failcnt"] = parsers.parse_count(failcnt)
+        return events
+
+    def swap_events(self) -> dict[str, int]:
+        return _parsed_flat(self.raw.get("memory.swap.events"))
+
+    def pressure(self) -> dict[str, dict[str, float | int]]:
+        data = self.raw.get("memory.pressure")
+        return {} if data is None else parsers.parse_pressure(data)[0]
+
+    def limits(self) -> dict[str, int | None]:
+        """The limits as last read (bytes; None = unlimited or unknown), incl. min/low/soft limit."""
+        out: dict[str, int | None] = {
+            "max_bytes": self.values[MAX],
+            "high_bytes": self.values[HIGH],
+            "swap_max_bytes": self.values[SWAP_MAX],
+        }
+        out.update(self.extra)
+        return out
+
+
+def _parsed_flat(data: bytes | None) -> dict[str, int]:
+    return {} if data is None else parsers.parse_flat_keyed(data)[0]
+
+
+def read_sample(
+    path: Path, version: int, t_seconds: float, errors: MutableMapping[str, int]
+) -> Sample | None:
+    """Read every file of one cgroup now: its Sample, or None when it vanished or lacks anon/file."""
+    probe = CgroupProbe(path, layout_for(version))
+    if not probe.read(ALL_TIERS, errors) or not probe.complete:
+        return None
+    return probe.sample(t_seconds)
+
+
+def normalized_stat(version: int, stat: dict[str, int]) -> dict[str, int]:
+    """memory.stat with v1's hierarchical ``total_*`` keys renamed to their v2 names.
+
+    v1 ``rss`` becomes ``anon`` and ``cache`` becomes ``file``; keys without a ``total_`` form
+    are dropped (they count the cgroup alone, not its children). v2 stats come back unchanged.
+    """
+    if version == 2:
+        return dict(stat)
+    renamed = {"rss": "anon", "cache": "file"}
+    out: dict[str, int] = {}
+    for key, value in stat.items():
+        if key.startswith("total_"):
+            name = key.removeprefix("total_")
+            out[renamed.get(name, name)] = value
+    return out
+
+
+def read_node(hierarchy: Hierarchy, proc_root: Path, errors: MutableMapping[str, int]) -> dict[str, Any]:
+    """Node-level memory: ``/proc/meminfo`` (bytes), node PSI and the root cgroup's stats."""
+    node: dict[str, Any] = {}
+    sources: dict[str, Path] = {
+        "meminfo": proc_root / "meminfo",
+        "pressure": proc_root / "pressure" / "memory",
+        "root_stat": hierarchy.memory_root / "memory.stat",
+    }
+    if hierarchy.version == 1:
+        sources["root_usage"] = hierarchy.memory_root / "memory.usage_in_bytes"
+    for key, path in sources.items():
+        try:
+            data = read_file(path)
+        except OSError as exc:
+            kind = "permission" if exc.errno in (errno.EACCES, errno.EPERM) else "missing_file"
+            errors[kind] = errors.get(kind, 0) + 1
+            continue
+        malformed = 0
+        value: Any
+        try:
+            if key == "meminfo":
+                value, malformed = parsers.parse_meminfo(data)
+            elif key == "pressure":
+                value, malformed = parsers.parse_pressure(data)
+            elif key == "root_stat":
+                value, malformed = parsers.parse_flat_keyed(data)
+            else:
+                value = parsers.parse_count(data)
+        except ParseError:
+            errors["malformed"] = errors.get("malformed", 0) + 1
+            continue
+        if malformed:
+            errors["malformed"] = errors.get("malformed", 0) + malformed
+        node[key] = value
+    return node

@@ -1,0 +1,426 @@
+"""The sampler: one tick per interval reads every pod and container cgroup on the node.
+
+Each tick (default every second) reads each discovered container's fast-moving files
+(``memory.current``, ``memory.stat``) and appends a row to that container's
+:class:`~memoryguard.agent.ring.SampleRing` (30 minutes by default). Slower-moving files are
+read every few ticks, spread over the containers so every tick costs about the same:
+
+- events, swap and PSI (``MEDIUM``) every ``medium_every_ticks`` (5) ticks;
+- limits (``SLOW``: ``memory.max``, ``memory.high``, swap max, min/low) every ``slow_every_ticks`` (10);
+- pod cgroups (the sum of their containers) every ``medium_every_ticks``: only their latest
+  reading is kept, no history;
+- discovery (listing directories) every ``discover_every_ticks`` (5), and on the next tick
+  after someone asked for a pod or container the sampler does not know.
+
+A new cgroup is read in full on its first tick. Rows carry the latest value of every file, so
+a limit changed a few seconds ago shows up within ``slow_every_ticks``. Containers whose
+cgroup disappeared are forgotten at once (their ring is freed).
+
+The sampler is not thread-safe: call :meth:`tick` and the read methods from one thread (the
+agent runs :meth:`run` on its event loop, so a tick and an API read never interleave).
+
+Interface used by the agent server (``server.py``, ``metrics.py``): :meth:`tick`, :meth:`run`,
+:attr:`cgroup_version`, :attr:`last_tick_t_seconds`, :attr:`container_count`, :attr:`errors`,
+:attr:`tick_seconds_last`, :meth:`snapshot`, :meth:`latest`, :meth:`find`, :meth:`node`.
+``snapshot`` containers carry one key beyond docs/agent-api.md's example: ``limits``
+(max, high, swap max, min, low — v1: soft limit — in bytes, None for ``max``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from memoryguard.agent.cgroup import (
+    ALL_TIERS,
+    ERROR_KINDS,
+    FAST,
+    MEDIUM,
+    SLOW,
+    CgroupProbe,
+    detect_hierarchy,
+    layout_for,
+    read_node,
+)
+from memoryguard.agent.discovery import (
+    CONTAINER_ID_PATTERN,
+    POD_UID_PATTERN,
+    ContainerCgroup,
+    PodCgroup,
+    discover,
+)
+from memoryguard.agent.reading import ANON, FILE
+from memoryguard.agent.ring import COLUMNS, SampleRing
+from memoryguard.engine.model import Sample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TickStats:
+    t_seconds: float
+    duration_seconds: float
+    cpu_seconds: float
+    containers: int
+    pods: int
+    errors: int  # errors counted during this tick, all kinds
+    discovered: bool  # whether this tick re-listed the cgroup tree
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerReading:
+    """A container's latest reading, for ``/metrics``."""
+
+    pod_uid: str
+    container_id: str
+    qos: str
+    runtime: str
+    cgroup_path: str
+    latest: Sample
+    events: Mapping[str, int]
+    swap_events: Mapping[str, int]
+    pressure: Mapping[str, Mapping[str, float | int]]
+
+
+class _Tracked:
+    """A cgroup under sampling: what discovery found, its probe, its history."""
+
+    __slots__ = ("cgroup", "fresh", "phase", "probe", "ring", "t_seconds")
+
+    def __init__(
+        self, cgroup: ContainerCgroup | PodCgroup, probe: CgroupProbe, phase: int, ring: SampleRing | None
+    ):
+        self.cgroup = cgroup
+        self.probe = probe
+        self.phase = phase
+        self.ring = ring
+        self.fresh = True  # not read yet: the first read takes every tier
+        self.t_seconds: float | None = None  # time of the last complete reading
+
+    def latest(self) -> Sample | None:
+        if self.t_seconds is None:
+            return None
+        return self.probe.sample(self.t_seconds)
+
+
+class Sampler:
+    """Samples every pod and container memory cgroup under ``root``; see the module docstring."""
+
+    def __init__(
+        self,
+        root: Path = Path("/sys/fs/cgroup"),
+        *,
+        interval_seconds: float = 1.0,
+        retention_seconds: float = 1800.0,
+        clock: Callable[[], float] = time.time,
+        proc_root: Path = Path("/proc"),
+        fine_seconds: float = 300.0,
+        coarse_step_seconds: float = 10.0,
+        discover_every_ticks: int = 5,
+        medium_every_ticks: int = 5,
+        slow_every_ticks: int = 10,
+    ) -> None:
+        if interval_seconds <= 0:
+            raise ValueError(f"interval_seconds must be > 0, got {interval_seconds!r}")
+        if retention_seconds < interval_seconds:
+            raise ValueError(f"retention_seconds must be ≥ interval_seconds, got {retention_seconds!r}")
+        for name, every in (
+            ("discover_every_ticks", discover_every_ticks),
+            ("medium_every_ticks", medium_every_ticks),
+            ("slow_every_ticks", slow_every_ticks),
+        ):
+            if every < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {every!r}")
+        self.hierarchy = detect_hierarchy(Path(root))
+        self.cgroup_version: int = self.hierarchy.version
+        self.interval_seconds = interval_seconds
+        self.retention_seconds = retention_seconds
+        self.proc_root = Path(proc_root)
+        self._clock = clock
+        self._layout = layout_for(self.cgroup_version)
+        self._ring_shape = {
+            "retention_seconds": retention_seconds,
+            "interval_seconds": interval_seconds,
+            "fine_seconds": fine_seconds,
+            "coarse_step_seconds": coarse_step_seconds,
+        }
+        self._discover_every = discover_every_ticks
+        # Which tiers a cgroup reads, by (tick number + its phase) modulo the schedule's period.
+        period = math.lcm(medium_every_ticks, slow_every_ticks)
+        medium = [MEDIUM if k % medium_every_ticks == 0 else 0 for k in range(period)]
+        slow = [SLOW if k % slow_every_ticks == 0 else 0 for k in range(period)]
+        self._container_tiers = [FAST | m | sl for m, sl in zip(medium, slow, strict=True)]
+        self._pod_tiers = [(FAST | MEDIUM if m else 0) | sl for m, sl in zip(medium, slow, strict=True)]
+        self._containers: dict[tuple[str, str], _Tracked] = {}
+        self._pods: dict[str, _Tracked] = {}
+        self._tick_no = 0
+        self._next_phase = 0
+        self._rediscover_requested = True
+        self.errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
+        self.last_tick_t_seconds: float | None = None
+        self.tick_seconds_last: float = 0.0
+        self.ticks = 0
+
+    # --- state ----------------------------------------------------------------------------
+
+    @property
+    def container_count(self) -> int:
+        return len(self._containers)
+
+    @property
+    def pod_count(self) -> int:
+        return len(self._pods)
+
+    @property
+    def tick_no(self) -> int:
+        """The number the next tick will have (ticks count from 0)."""
+        return self._tick_no
+
+    # --- sampling -------------------------------------------------------------------------
+
+    def tick(self) -> TickStats:
+        """One pass over every cgroup; never raises for what it finds on disk."""
+        wall0 = time.perf_counter()
+        cpu0 = time.thread_time()
+        t = self._clock()
+        errors = self.errors
+        errors_before = sum(errors.values())
+        n = self._tick_no
+        discovered = self._rediscover_requested or n % self._discover_every == 0
+        if discovered:
+            self.rediscover_now()
+        containers = self._containers
+        table = self._container_tiers
+        period = len(table)
+        for key, tracked in list(containers.items()):
+            probe = tracked.probe
+            if tracked.fresh:
+                tiers = ALL_TIERS
+                tracked.fresh = False
+            else:
+                tiers = table[(n + tracked.phase) % period]
+            if not probe.read(tiers, errors):
+                del containers[key]
+                continue
+            values = probe.values
+            if values[ANON] is not None and values[FILE] is not None:
+                tracked.ring.append(t, probe.row)  # type: ignore[union-attr]  # containers have rings
+                tracked.t_seconds = t
+        pod_table = self._pod_tiers
+        for uid, tracked in list(self._pods.items()):
+            if tracked.fresh:
+                tiers = ALL_TIERS
+                tracked.fresh = False
+            else:
+                tiers = pod_table[(n + tracked.phase) % period]
+                if not tiers:
+                    continue
+            if not tracked.probe.read(tiers, errors):
+                del self._pods[uid]
+                continue
+            if tracked.probe.complete:
+                tracked.t_seconds = t
+        self._tick_no = n + 1
+        self.ticks += 1
+        self.last_tick_t_seconds = t
+        self.tick_seconds_last = time.perf_counter() - wall0
+        return TickStats(
+            t_seconds=t,
+            duration_seconds=self.tick_seconds_last,
+            cpu_seconds=time.thread_time() - cpu0,
+            containers=len(self._containers),
+            pods=len(self._pods),
+            errors=sum(errors.values()) - errors_before,
+            discovered=discovered,
+        )
+
+    def _tiers(self, tracked: _Tracked, n: int) -> int:
+        if tracked.fresh:
+            return ALL_TIERS
+        table = self._container_tiers if tracked.ring is not None else self._pod_tiers
+        return table[(n + tracked.phase) % len(table)]
+
+    def planned_paths(self, n: int) -> list[str]:
+        """The files tick ``n`` reads for the cgroups known now (the benchmark's floor loop reads them)."""
+        paths: list[str] = []
+        for tracked in self._containers.values():
+            paths.extend(tracked.probe.paths(self._tiers(tracked, n)))
+        for tracked in self._pods.values():
+            paths.extend(tracked.probe.paths(self._tiers(tracked, n)))
+        return paths
+
+    def rediscover(self) -> None:
+        """Re-list the cgroup tree at the next tick (cheap to call often: once per tick at most)."""
+        self._rediscover_requested = True
+
+    def rediscover_now(self) -> None:
+        self._rediscover_requested = False
+        found = discover(self.hierarchy.memory_root)
+        for kind, count in found.errors.items():
+            self.errors[kind] = self.errors.get(kind, 0) + count
+        for key, container in found.containers.items():
+            tracked = self._containers.get(key)
+            if tracked is None or tracked.cgroup.path != container.path:
+                ring = SampleRing.for_retention(**self._ring_shape)
+                self._containers[key] = self._track(container, ring)
+        for key in self._containers.keys() - found.containers.keys():
+            del self._containers[key]
+        for uid, pod in found.pods.items():
+            tracked = self._pods.get(uid)
+            if tracked is None or tracked.cgroup.path != pod.path:
+                self._pods[uid] = self._track(pod, None)
+        for uid in self._pods.keys() - found.pods.keys():
+            del self._pods[uid]
+
+    def _track(self, cgroup: ContainerCgroup | PodCgroup, ring: SampleRing | None) -> _Tracked:
+        # Consecutive phases spread each tier's reads evenly over the ticks.
+        self._next_phase += 1
+        return _Tracked(cgroup, CgroupProbe(cgroup.path, self._layout), self._next_phase, ring)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick every ``interval_seconds`` until ``stop`` is set.
+
+        Ticks are scheduled on a fixed grid (start + k × interval), so they do not drift; a
+        tick that overruns skips the slots it missed rather than running late ones back to back.
+        """
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        slot = 0
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a bug must not stop sampling on every node; it is logged loudly
+                log.exception("sampling tick failed")
+            now = loop.time()
+            slot = max(slot + 1, math.floor((now - start) / self.interval_seconds) + 1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=start + slot * self.interval_seconds - now)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def snapshot(
+        self,
+        pod_uids: Collection[str] | None,
+        *,
+        window_seconds: float,
+        since_seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """``{"pods": [...], "missing": [...]}`` in the shape of docs/agent-api.md ``GET /v1/pods``.
+
+        ``pod_uids`` None means every pod. Window rows are those with
+        ``t_seconds > max(now - window_seconds, since_seconds)``; ``window_seconds <= 0`` gives none.
+        """
+        now = self._clock()
+        after = now - window_seconds
+        if since_seconds is not None:
+            after = max(after, since_seconds)
+        by_pod: dict[str, list[_Tracked]] = {}
+        for tracked in self._containers.values():
+            by_pod.setdefault(tracked.cgroup.pod_uid, []).append(tracked)
+        uids = sorted(self._pods) if pod_uids is None else list(dict.fromkeys(pod_uids))
+        pods: list[dict[str, Any]] = []
+        missing: list[str] = []
+        for uid in uids:
+            pod = self._pods.get(uid)
+            if pod is None:
+                missing.append(uid)
+                continue
+            containers = sorted(by_pod.get(uid, ()), key=lambda tr: tr.cgroup.cgroup_path)
+            pods.append(
+                {
+                    "pod_uid": uid,
+                    "qos": pod.cgroup.qos,
+                    "cgroup_path": pod.cgroup.cgroup_path,
+                    "latest": _as_dict(pod.latest()),
+                    "containers": [
+                        self._container_entry(tr, after if window_seconds > 0 else math.inf)
+                        for tr in containers
+                    ],
+                }
+            )
+        if missing:
+            self.rediscover()  # a pod that just started: look again at the next tick
+        return {"pods": pods, "missing": missing}
+
+    def _container_entry(self, tracked: _Tracked, after_seconds: float) -> dict[str, Any]:
+        container = tracked.cgroup
+        assert isinstance(container, ContainerCgroup) and tracked.ring is not None
+        probe = tracked.probe
+        return {
+            "container_id": container.container_id,
+            "runtime": container.runtime,
+            "cgroup_path": container.cgroup_path,
+            "latest": _as_dict(tracked.latest()),
+            "stat": probe.stat(),
+            "events": probe.events(),
+            "swap_events": probe.swap_events(),
+            "pressure": probe.pressure(),
+            "limits": probe.limits(),
+            "window": {
+                "columns": list(COLUMNS),
+                "rows": tracked.ring.rows(after_seconds) if after_seconds != math.inf else [],
+            },
+        }
+
+    def latest(self) -> Iterator[ContainerReading]:
+        """Every container's latest complete reading (those not read successfully yet are left out)."""
+        for tracked in list(self._containers.values()):
+            sample = tracked.latest()
+            if sample is None:
+                continue
+            container = tracked.cgroup
+            assert isinstance(container, ContainerCgroup)
+            probe = tracked.probe
+            yield ContainerReading(
+                pod_uid=container.pod_uid,
+                container_id=container.container_id,
+                qos=container.qos,
+                runtime=container.runtime,
+                cgroup_path=container.cgroup_path,
+                latest=sample,
+                events=probe.events(),
+                swap_events=probe.swap_events(),
+                pressure=probe.pressure(),
+            )
+
+    def pod_latest(self, pod_uid: str) -> Sample | None:
+        tracked = self._pods.get(pod_uid)
+        return None if tracked is None else tracked.latest()
+
+    def find(self, pod_uid: str, container_id: str | None) -> Path | None:
+        """The cgroup directory of a discovered pod (``container_id`` None) or container.
+
+        IDs must be canonical (pod UID with dashes, 64-hex container ID): anything else raises
+        ValueError, so no path is ever built from request text. Unknown IDs give None (and a
+        rediscovery at the next tick).
+        """
+        if not POD_UID_PATTERN.match(pod_uid):
+            raise ValueError(f"pod_uid is not a canonical pod UID: {pod_uid!r}")
+        if container_id is not None and not CONTAINER_ID_PATTERN.match(container_id):
+            raise ValueError(f"container_id is not 64 lowercase hex digits: {container_id!r}")
+        tracked = (
+            self._pods.get(pod_uid) if container_id is None else self._containers.get((pod_uid, container_id))
+        )
+        if tracked is None:
+            self.rediscover()
+            return None
+        return Path(tracked.cgroup.path)
+
+    def node(self) -> dict[str, Any]:
+        """Node-level memory now: ``meminfo`` (bytes), ``pressure`` (PSI), the root cgroup's stats."""
+        return read_node(self.hierarchy, self.proc_root, self.errors)
+
+    def ring_bytes(self) -> int:
+        """Memory held by all rings' row buffers."""
+        return sum(tr.ring.nbytes() for tr in self._containers.values() if tr.ring is not None)
+
+
+def _as_dict(sample: Sample | None) -> dict[str, Any] | None:
+    return None if sample is None else sample.to_dict()
