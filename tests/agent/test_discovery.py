@@ -72,7 +72,7 @@ def test_ignores_what_is_not_a_pod_or_container(tmp_path):
     (qos_dir / "kubepods-burstable-pod94EB36CD_29E1_478B_B365_4CB5DFC7D6FB.slice").mkdir()
     (qos_dir / "kubepods-burstable-pod94eb36cd_29e1_478b_b365_4cb5dfc7d6fc.slice.bak").mkdir()
     (qos_dir / "kubepods-burstable-pod11111111_2222_3333_4444_555555555555.slice").write_text("a file")
-    (tree.memory_root / "system.slice" / "docker-" f"{'a' * 64}.scope").mkdir()  # Docker outside Kubernetes
+    (tree.memory_root / "system.slice" / f"docker-{'a' * 64}.scope").mkdir()  # Docker outside Kubernetes
 
     found = discover(tree.memory_root)
 

@@ -18,7 +18,9 @@ ANY_BYTES = st.binary(max_size=2048)
 # Garbage that looks like cgroup files: digits, keys, separators, junk.
 LINEISH = st.lists(
     st.one_of(
-        st.sampled_from([b"anon", b"file", b"some", b"full", b"avg10=", b"total=", b"kB", b"max", b":", b"=", b"."]),
+        st.sampled_from(
+            [b"anon", b"file", b"some", b"full", b"avg10=", b"total=", b"kB", b"max", b":", b"=", b"."]
+        ),
         st.binary(max_size=6),
         st.integers(min_value=-5, max_value=10**25).map(lambda n: str(n).encode()),
         st.sampled_from([b" ", b"\n", b"\t", b"  ", b"\r\n"]),
@@ -161,7 +163,9 @@ def test_pressure_reads_both_lines():
 
 
 def test_pressure_skips_a_broken_line_and_keeps_the_other():
-    data = b"some avg10=1.25 avg60=oops avg300=0.10 total=1\nfull avg10=0.75 avg60=0.00 avg300=0.00 total=99\n"
+    data = (
+        b"some avg10=1.25 avg60=oops avg300=0.10 total=1\nfull avg10=0.75 avg60=0.00 avg300=0.00 total=99\n"
+    )
     values, malformed = parsers.parse_pressure(data)
     assert set(values) == {"full"}
     assert malformed == 1
@@ -215,7 +219,9 @@ def test_meminfo_converts_kb_to_bytes_and_keeps_counts():
 
 
 def test_meminfo_counts_malformed_lines():
-    values, malformed = parsers.parse_meminfo(b"MemTotal: 10 kB\nMemFree 12 kB\nCached: x kB\nBuffers: 1 MB\n")
+    values, malformed = parsers.parse_meminfo(
+        b"MemTotal: 10 kB\nMemFree 12 kB\nCached: x kB\nBuffers: 1 MB\n"
+    )
     assert values == {"MemTotal": 10240}
     assert malformed == 3
 

@@ -236,7 +236,9 @@ class CgroupTree:
         pod = FixturePod(uid=uid, qos=qos, path=path, values=MemoryValues())
         self.pods[uid] = pod
         if sandbox:
-            self.add_container(uid, runtime=runtime, anon_bytes=200 * KiB, file_bytes=0, kernel_bytes=40 * KiB)
+            self.add_container(
+                uid, runtime=runtime, anon_bytes=200 * KiB, file_bytes=0, kernel_bytes=40 * KiB
+            )
         for _ in range(containers):
             self.add_container(uid, runtime=runtime, max_bytes=max_bytes, **values)
         limits = [self.containers[(uid, c)].values.max_bytes for c in pod.containers[1 if sandbox else 0 :]]
@@ -436,7 +438,10 @@ def _write(path: Path, content: bytes | str) -> None:
 
 
 def write_proc(proc_root: Path, *, mem_total_bytes: int = 16 * GiB, mem_free_bytes: int = 6 * GiB) -> Path:
-    """A minimal ``/proc`` for node-level readings: ``meminfo``, ``pressure/memory``, ``sys/vm/drop_caches``."""
+    """A minimal ``/proc`` for node-level readings: ``meminfo``, ``pressure/memory``, ``sys/vm/drop_caches``.
+
+    Call again to change the memory figures; ``drop_caches`` keeps what was last written to it.
+    """
     (proc_root / "pressure").mkdir(parents=True, exist_ok=True)
     (proc_root / "sys" / "vm").mkdir(parents=True, exist_ok=True)
     kb = 1024
@@ -457,7 +462,8 @@ def write_proc(proc_root: Path, *, mem_total_bytes: int = 16 * GiB, mem_free_byt
     text = "".join(f"{k + ':':<16}{n:>8} kB\n" for k, n in meminfo.items()) + "HugePages_Total:       0\n"
     _write(proc_root / "meminfo", text)
     _write(proc_root / "pressure" / "memory", _pressure(MemoryValues()))
-    _write(proc_root / "sys" / "vm" / "drop_caches", "0\n")
+    if not (proc_root / "sys" / "vm" / "drop_caches").exists():
+        _write(proc_root / "sys" / "vm" / "drop_caches", "0\n")
     return proc_root
 
 
@@ -504,7 +510,9 @@ def build_node(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write a synthetic node cgroup tree (for benchmarks).")
-    parser.add_argument("--out", type=Path, required=True, help="directory to create (use tmpfs, e.g. /dev/shm)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="directory to create (use tmpfs, e.g. /dev/shm)"
+    )
     parser.add_argument("--containers", type=int, default=500)
     parser.add_argument("--version", type=int, choices=(1, 2), default=2)
     parser.add_argument("--driver", choices=("systemd", "cgroupfs"), default="systemd")

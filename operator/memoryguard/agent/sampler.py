@@ -10,7 +10,8 @@ read every few ticks, spread over the containers so every tick costs about the s
 - pod cgroups (the sum of their containers) every ``medium_every_ticks``: only their latest
   reading is kept, no history;
 - discovery (listing directories) every ``discover_every_ticks`` (5), and on the next tick
-  after someone asked for a pod or container the sampler does not know.
+  after someone asked for a pod or container the sampler does not know, or after a cgroup
+  vanished.
 
 A new cgroup is read in full on its first tick. Rows carry the latest value of every file, so
 a limit changed a few seconds ago shows up within ``slow_every_ticks``. Containers whose
@@ -208,6 +209,7 @@ class Sampler:
                 tiers = table[(n + tracked.phase) % period]
             if not probe.read(tiers, errors):
                 del containers[key]
+                self._rediscover_requested = True  # its pod may be gone too
                 continue
             values = probe.values
             if values[ANON] is not None and values[FILE] is not None:

@@ -1,0 +1,93 @@
+"""Compact sample rings: exact round trip (to the KiB), bounded, decimated past the fine tier."""
+
+from __future__ import annotations
+
+import pytest
+
+from memoryguard.agent import reading
+from memoryguard.agent.reading import READING_FIELDS, new_row, new_values
+from memoryguard.agent.ring import COLUMNS, SampleRing
+from memoryguard.engine.model import Sample
+
+
+def values_with(**fields):
+    values = new_values()
+    for name, value in fields.items():
+        values[READING_FIELDS.index(name)] = value
+    return values
+
+
+def test_columns_are_sample_fields_in_order():
+    assert COLUMNS == tuple(f for f in Sample.__dataclass_fields__)
+
+
+def test_a_row_round_trips_to_a_sample():
+    values = values_with(
+        anon_bytes=123 * 1024 * 1024,
+        file_bytes=4096,
+        max_bytes=None,
+        inactive_file_bytes=2048,
+        current_bytes=200 * 1024 * 1024 + 1023,  # not page-aligned: truncated to the KiB
+        oom_kill=3,
+        psi_some_avg10=1234,  # hundredths: 12.34 %
+        psi_full_avg10=None,
+        alive=0,
+    )
+    ring = SampleRing(4, 0, 10.0)
+    ring.append(100.5, new_row(values))
+    [row] = ring.rows()
+    sample = Sample.from_dict(dict(zip(COLUMNS, row, strict=True)))
+    assert sample.t_seconds == 100.5
+    assert sample.anon_bytes == 123 * 1024 * 1024
+    assert sample.file_bytes == 4096
+    assert sample.max_bytes is None
+    assert sample.current_bytes == 200 * 1024 * 1024
+    assert sample.oom_kill == 3
+    assert sample.psi_some_avg10 == pytest.approx(12.34)
+    assert sample.psi_full_avg10 is None
+    assert sample.alive is False
+    assert sample.kernel_bytes is None  # never read: unknown, not zero
+
+
+def test_values_beyond_the_encoding_saturate_instead_of_wrapping():
+    values = values_with(anon_bytes=2**50, file_bytes=0, pgmajfault=2**40)
+    row = new_row(values)
+    assert row[reading.ANON] == reading.CEILING
+    assert row[reading.PGMAJFAULT] == reading.CEILING
+
+
+def test_default_capacity_is_five_fine_minutes_plus_coarse_rows_for_thirty():
+    ring = SampleRing.for_retention(retention_seconds=1800, interval_seconds=1.0)
+    assert ring.capacity == 300 + 150
+    assert ring.nbytes() == 450 * (8 + 4 * len(READING_FIELDS))
+
+
+def test_full_ring_keeps_every_second_recently_and_every_tenth_before():
+    ring = SampleRing.for_retention(retention_seconds=1800, interval_seconds=1.0)
+    for t in range(4000):
+        ring.append(float(t), new_row(values_with(anon_bytes=t * 1024, file_bytes=0)))
+    rows = ring.rows()
+    times = [r[0] for r in rows]
+    assert len(rows) == ring.capacity
+    assert times == sorted(times)
+    assert times[-300:] == [float(t) for t in range(3700, 4000)]
+    coarse = times[:-300]
+    assert {b - a for a, b in zip(coarse, coarse[1:], strict=False)} == {10.0}
+    assert 3999 - times[0] <= 1800 + 10
+    assert all(r[1] == r[0] * 1024 for r in rows)  # each row's values belong to its time
+
+
+def test_rows_after_a_time_are_strictly_newer():
+    ring = SampleRing(10, 0, 10.0)
+    for t in range(10):
+        ring.append(float(t), new_row(values_with(anon_bytes=0, file_bytes=0)))
+    assert [r[0] for r in ring.rows(6.0)] == [7.0, 8.0, 9.0]
+    assert ring.rows(9.0) == []
+
+
+def test_a_short_retention_needs_no_coarse_tier():
+    ring = SampleRing.for_retention(retention_seconds=60, interval_seconds=1.0)
+    assert ring.capacity == 60
+    for t in range(100):
+        ring.append(float(t), new_row(values_with(anon_bytes=0, file_bytes=0)))
+    assert [r[0] for r in ring.rows()] == [float(t) for t in range(40, 100)]
