@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,7 +50,7 @@ class SamplerPort(Protocol):
     def last_tick_t_seconds(self) -> float | None: ...
 
     def snapshot(
-        self, pod_uids: Iterable[str] | None, *, window_seconds: float, since_seconds: float | None = None
+        self, pod_uids: Collection[str] | None, *, window_seconds: float, since_seconds: float | None = None
     ) -> dict[str, Any]: ...
 
     def find(self, pod_uid: str, container_id: str | None) -> Path | None: ...
@@ -250,29 +250,46 @@ class AgentApi:
             raise ApiError(409, f"a reclaim of {cgroup_dir.name} is already running")
         self._reclaiming.add(cgroup_dir)
         work = asyncio.ensure_future(asyncio.to_thread(self.actions.reclaim, cgroup_dir, requested))
-        # The thread cannot be cancelled: the cgroup stays busy until it really finishes, even
-        # when this request times out or its caller goes away.
-        work.add_done_callback(lambda _: self._reclaiming.discard(cgroup_dir))
+        # The thread cannot be cancelled: the cgroup stays busy until it really finishes, and
+        # it is counted then, even when this request timed out or its caller went away.
+        work.add_done_callback(lambda done: self._reclaim_finished(cgroup_dir, requested, done))
         try:
             result = await asyncio.shield(work)
         except self.actions.unsupported as exc:
-            self.metrics.reclaims.labels("unsupported").inc()
             raise ApiError(501, f"memory.reclaim is not available on this node: {exc}") from exc
         except FileNotFoundError as exc:
-            self.metrics.reclaims.labels("not_found").inc()
             raise ApiError(404, f"the cgroup went away during reclaim: {exc}") from exc
         except OSError as exc:
-            self.metrics.reclaims.labels("error").inc()
-            log.warning("reclaim of %s failed: %s", cgroup_dir, exc)
             raise ApiError(500, f"reclaim failed: {exc}") from exc
-        answer = _jsonable(result)
+        return web.json_response(_jsonable(result), dumps=_dumps)
+
+    def _reclaim_finished(self, cgroup_dir: Path, requested: int, work: asyncio.Future[Any]) -> None:
+        self._reclaiming.discard(cgroup_dir)
+        exc = None if work.cancelled() else work.exception()
+        if exc is not None:
+            if isinstance(exc, self.actions.unsupported):
+                outcome = "unsupported"
+            elif isinstance(exc, FileNotFoundError):
+                outcome = "not_found"
+            else:
+                outcome = "error"
+                log.warning("reclaim of %s failed: %s", cgroup_dir, exc)
+            self.metrics.reclaims.labels(outcome).inc()
+            return
+        if work.cancelled():
+            return
+        answer = _jsonable(work.result())
+        freed = max(0, int(answer.get("freed_bytes") or 0))
         self.metrics.reclaims.labels("partial" if answer.get("partial") else "complete").inc()
         self.metrics.reclaim_requested_bytes.inc(requested)
-        self.metrics.reclaim_freed_bytes.inc(max(0, int(answer.get("freed_bytes") or 0)))
+        self.metrics.reclaim_freed_bytes.inc(freed)
         log.info(
-            "reclaim %s: requested %d bytes, freed %s", cgroup_dir.name, requested, answer.get("freed_bytes")
+            "reclaim %s: requested %d bytes, freed %d%s",
+            cgroup_dir.name,
+            requested,
+            freed,
+            " (partial: the kernel found less to reclaim)" if answer.get("partial") else "",
         )
-        return web.json_response(answer, dumps=_dumps)
 
     async def drop_caches(self, request: web.Request) -> web.Response:
         body = await _json_body(request, self.settings.max_body_bytes)
@@ -295,18 +312,24 @@ class AgentApi:
             )
         # Taken before the write: a second caller arriving while the first runs is rate-limited too.
         self._drop_caches_started = now
+        work = asyncio.ensure_future(asyncio.to_thread(self.actions.drop_caches, level))
+        work.add_done_callback(lambda done: self._drop_caches_finished(level, done))
         try:
-            result = await asyncio.shield(
-                asyncio.ensure_future(asyncio.to_thread(self.actions.drop_caches, level))
-            )
+            result = await asyncio.shield(work)
         except OSError as exc:
+            raise ApiError(500, f"drop_caches failed: {exc}") from exc
+        return web.json_response(_jsonable(result), dumps=_dumps)
+
+    def _drop_caches_finished(self, level: int, work: asyncio.Future[Any]) -> None:
+        if work.cancelled():
+            return
+        exc = work.exception()
+        if exc is not None:
             self.metrics.drop_caches.labels(str(level), "error").inc()
             log.warning("drop_caches level %d failed: %s", level, exc)
-            raise ApiError(500, f"drop_caches failed: {exc}") from exc
+            return
         self.metrics.drop_caches.labels(str(level), "done").inc()
-        answer = _jsonable(result)
-        log.info("drop_caches level %d: freed %s bytes", level, answer.get("freed_bytes"))
-        return web.json_response(answer, dumps=_dumps)
+        log.info("drop_caches level %d: freed %s bytes", level, _jsonable(work.result()).get("freed_bytes"))
 
 
 def create_app(
