@@ -6,10 +6,10 @@ import errno
 from pathlib import Path
 
 import pytest
+from tests.support.cgroup_tree import CgroupTree, GiB, MiB, write_proc
 
 from memoryguard.agent import actions
 from memoryguard.agent.actions import ReclaimUnsupported, drop_caches, reclaim
-from tests.support.cgroup_tree import GiB, MiB, CgroupTree, write_proc
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_pod_level_reclaim_uses_the_pod_cgroup(tree):
 def test_no_memory_reclaim_file_is_unsupported(tmp_path):
     v1 = CgroupTree(tmp_path / "v1", version=1)
     pod = v1.add_pod(containers=1)
-    with pytest.raises(ReclaimUnsupported, match="memory.reclaim"):
+    with pytest.raises(ReclaimUnsupported, match=r"memory\.reclaim"):
         reclaim(v1.path(pod.uid, pod.containers[-1]), MiB, write=pytest.fail)
 
 

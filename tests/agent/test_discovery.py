@@ -7,10 +7,10 @@ import os
 import shutil
 
 import pytest
+from tests.support.cgroup_tree import QOS_CLASSES, CgroupTree
 
 from memoryguard.agent import discovery
 from memoryguard.agent.discovery import discover
-from tests.support.cgroup_tree import QOS_CLASSES, CgroupTree
 
 RUNTIMES = ("containerd", "crio", "docker")
 

@@ -151,7 +151,10 @@ def test_single_value_parsers_raise_only_parse_error(data):
 
 
 def test_pressure_reads_both_lines():
-    data = b"some avg10=1.25 avg60=0.50 avg300=0.10 total=123456\nfull avg10=0.75 avg60=0.00 avg300=0.00 total=99\n"
+    data = (
+        b"some avg10=1.25 avg60=0.50 avg300=0.10 total=123456\n"
+        b"full avg10=0.75 avg60=0.00 avg300=0.00 total=99\n"
+    )
     values, malformed = parsers.parse_pressure(data)
     assert malformed == 0
     assert values == {
@@ -207,7 +210,10 @@ def test_pressure_parsers_never_raise(data):
 
 
 def test_meminfo_converts_kb_to_bytes_and_keeps_counts():
-    data = b"MemTotal:       24683548 kB\nMemFree:        20000000 kB\nActive(anon):      40568 kB\nHugePages_Total:       0\n"
+    data = (
+        b"MemTotal:       24683548 kB\nMemFree:        20000000 kB\n"
+        b"Active(anon):      40568 kB\nHugePages_Total:       0\n"
+    )
     values, malformed = parsers.parse_meminfo(data)
     assert malformed == 0
     assert values == {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from memoryguard.agent import reading
@@ -18,7 +20,7 @@ def values_with(**fields):
 
 
 def test_columns_are_sample_fields_in_order():
-    assert COLUMNS == tuple(f for f in Sample.__dataclass_fields__)
+    assert tuple(f for f in Sample.__dataclass_fields__) == COLUMNS
 
 
 def test_a_row_round_trips_to_a_sample():
@@ -72,7 +74,7 @@ def test_full_ring_keeps_every_second_recently_and_every_tenth_before():
     assert times == sorted(times)
     assert times[-300:] == [float(t) for t in range(3700, 4000)]
     coarse = times[:-300]
-    assert {b - a for a, b in zip(coarse, coarse[1:], strict=False)} == {10.0}
+    assert {b - a for a, b in itertools.pairwise(coarse)} == {10.0}
     assert 3999 - times[0] <= 1800 + 10
     assert all(r[1] == r[0] * 1024 for r in rows)  # each row's values belong to its time
 

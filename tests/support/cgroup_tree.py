@@ -37,22 +37,87 @@ V1_UNLIMITED = 9223372036854771712  # what cgroup v1 prints for "no limit" on x8
 RUNTIME_PREFIX = {"containerd": "cri-containerd", "crio": "crio", "docker": "docker"}
 QOS_CLASSES = ("guaranteed", "burstable", "besteffort")
 
-V2_STAT_KEYS = (
-    "anon file kernel kernel_stack pagetables sec_pagetables percpu sock vmalloc shmem zswap zswapped "
-    "file_mapped file_dirty file_writeback swapcached anon_thp file_thp shmem_thp inactive_anon "
-    "active_anon inactive_file active_file unevictable slab_reclaimable slab_unreclaimable slab "
-    "workingset_refault_anon workingset_refault_file workingset_activate_anon workingset_activate_file "
-    "workingset_restore_anon workingset_restore_file workingset_nodereclaim pgscan pgsteal pgscan_kswapd "
-    "pgscan_direct pgscan_khugepaged pgsteal_kswapd pgsteal_direct pgsteal_khugepaged pgfault pgmajfault "
-    "pgrefill pgactivate pgdeactivate pglazyfree pglazyfreed zswpin zswpout zswpwb thp_fault_alloc "
-    "thp_collapse_alloc thp_swpout thp_swpout_fallback"
-).split()
+V2_STAT_KEYS = [
+    "anon",
+    "file",
+    "kernel",
+    "kernel_stack",
+    "pagetables",
+    "sec_pagetables",
+    "percpu",
+    "sock",
+    "vmalloc",
+    "shmem",
+    "zswap",
+    "zswapped",
+    "file_mapped",
+    "file_dirty",
+    "file_writeback",
+    "swapcached",
+    "anon_thp",
+    "file_thp",
+    "shmem_thp",
+    "inactive_anon",
+    "active_anon",
+    "inactive_file",
+    "active_file",
+    "unevictable",
+    "slab_reclaimable",
+    "slab_unreclaimable",
+    "slab",
+    "workingset_refault_anon",
+    "workingset_refault_file",
+    "workingset_activate_anon",
+    "workingset_activate_file",
+    "workingset_restore_anon",
+    "workingset_restore_file",
+    "workingset_nodereclaim",
+    "pgscan",
+    "pgsteal",
+    "pgscan_kswapd",
+    "pgscan_direct",
+    "pgscan_khugepaged",
+    "pgsteal_kswapd",
+    "pgsteal_direct",
+    "pgsteal_khugepaged",
+    "pgfault",
+    "pgmajfault",
+    "pgrefill",
+    "pgactivate",
+    "pgdeactivate",
+    "pglazyfree",
+    "pglazyfreed",
+    "zswpin",
+    "zswpout",
+    "zswpwb",
+    "thp_fault_alloc",
+    "thp_collapse_alloc",
+    "thp_swpout",
+    "thp_swpout_fallback",
+]
 
-V1_STAT_KEYS = (
-    "cache rss rss_huge shmem mapped_file dirty writeback workingset_refault_anon workingset_refault_file "
-    "swap swapcached pgpgin pgpgout pgfault pgmajfault inactive_anon active_anon inactive_file active_file "
-    "unevictable"
-).split()
+V1_STAT_KEYS = [
+    "cache",
+    "rss",
+    "rss_huge",
+    "shmem",
+    "mapped_file",
+    "dirty",
+    "writeback",
+    "workingset_refault_anon",
+    "workingset_refault_file",
+    "swap",
+    "swapcached",
+    "pgpgin",
+    "pgpgout",
+    "pgfault",
+    "pgmajfault",
+    "inactive_anon",
+    "active_anon",
+    "inactive_file",
+    "active_file",
+    "unevictable",
+]
 
 
 @dataclass
