@@ -30,7 +30,7 @@ from typing import Any
 from memoryguard.commands.bench import load_policy, replayable, score_ticks
 from memoryguard.engine import Action
 from memoryguard.engine.replay import Tick, replay
-from memoryguard.traces import TraceError, parse_trace
+from memoryguard.traces import parse_trace
 
 MIB = 1024 * 1024
 
@@ -146,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
         )
 
     ticks: list[Tick] = []
-    previous: tuple[str, str] | None = None
+    previous: tuple[str, str, str] | None = None
     for tick in replay(samples, policy, runtime_heap_limit_bytes=heap, runtime_limit_source=source):
         ticks.append(tick)
         key = (

@@ -180,10 +180,7 @@ def assess(
     )
     leak = fc.sustained and (
         (fc.eta_seconds is not None and fc.eta_seconds <= policy.horizon_seconds)
-        or (
-            limit is not None
-            and fc.growth_bytes_per_second * fc.evidence_seconds >= LEAK_GROWTH_FRACTION * limit
-        )
+        or (limit is not None and fc.sustained_growth_bytes >= LEAK_GROWTH_FRACTION * limit)
         or limit is None
     )
     bounded = limit is not None and (
@@ -266,7 +263,6 @@ def _evidence(
     high_rate: float,
     swap_fails: int,
 ) -> str:
-    limit = fc.effective_limit_bytes
     limit_phrase = fc.limit_label
     pinned = f"pinned memory (anon {_mib(latest.anon_bytes)}"
     other = fc.pinned_bytes - latest.anon_bytes
@@ -304,6 +300,6 @@ def _evidence(
     if verdict is Verdict.BOUNDED:
         return (
             f"{pinned}{share} is bounded: no sustained growth over {_duration(fc.evidence_seconds)} "
-            f"(swings of {_mib(fc.excursion_bytes)} above its floor)."
+            f"(it moved within {_mib(fc.swing_bytes)})."
         )
     return f"{pinned}{share}, no sustained growth over {_duration(fc.evidence_seconds)}."

@@ -36,8 +36,20 @@ FULL_RESOLUTION_POINTS = 40
 # well above the cap, native memory dominates and the cap says nothing about the next OOM.
 # Each time scale is this much shorter than the previous one.
 SCALE_RATIO = 4.0
+FILE_FLOOR_BYTES = 4 * MIB
+NEW_TERRITORY_SHARE = 0.5
 RUNTIME_CAP_SLACK_FRACTION = 0.25
 RUNTIME_CAP_SLACK_BYTES = 16 * MIB
+
+
+def kernel_estimate_bytes(sample: Sample) -> int:
+    """Kernel memory when memory.stat's ``kernel`` is not known: what memory.current holds
+    beyond anon and file (page tables, slab, sockets)."""
+    if sample.kernel_bytes is not None:
+        return sample.kernel_bytes
+    if sample.current_bytes is None:
+        return 0
+    return max(0, sample.current_bytes - sample.anon_bytes - sample.file_bytes)
 
 
 def pinned_bytes(sample: Sample) -> int:
@@ -45,9 +57,19 @@ def pinned_bytes(sample: Sample) -> int:
     return (
         sample.anon_bytes
         + (sample.shmem_bytes or 0)
-        + (sample.kernel_bytes or 0)
+        + kernel_estimate_bytes(sample)
         + (sample.swap_current_bytes or 0)
     )
+
+
+def file_floor_bytes(sample: Sample) -> int:
+    """Page cache the workload cannot run without (its own code, its hottest data).
+
+    The kernel reclaims cache before it kills, but not the last few MiB without thrashing: in
+    the recorded Buffer leak, memory PSI started to climb when file fell below ~4 MiB and the
+    OOM kill came at 0.3 MiB. So the lines sit this much below the cgroup limits.
+    """
+    return min(FILE_FLOOR_BYTES, max(0, sample.file_bytes - (sample.shmem_bytes or 0)))
 
 
 def swap_room_bytes(sample: Sample) -> int:
@@ -76,8 +98,9 @@ def failure_lines(
     latest: Sample, runtime_heap_limit_bytes: int | None, runtime_source: str | None = None
 ) -> tuple[list[Line], str | None]:
     """The lines in pinned-memory terms, nearest first, and a note when a runtime cap was set aside."""
-    room = swap_room_bytes(latest)
-    swap = f" + swap {_mib(room)}" if room else ""
+    swap_room = swap_room_bytes(latest)
+    room = swap_room - file_floor_bytes(latest)
+    swap = f" + swap {_mib(swap_room)}" if swap_room else ""
     lines: list[Line] = []
     if latest.max_bytes is not None:
         lines.append(
@@ -126,6 +149,7 @@ class Forecast:
     excursion_bytes: float  # saw-tooth / burst height riding on the trend
     samples: int  # samples in the window
     swing_bytes: int = 0  # max − min of pinned memory over the window
+    sustained_growth_bytes: float = 0.0  # most growth any sustained time scale showed
 
     @property
     def headroom_bytes(self) -> int | None:
@@ -178,7 +202,10 @@ def forecast_pinned(
     t0 = picked[0].t_seconds
     times = [s.t_seconds - t0 for s in picked]
     values = [
-        s.anon_bytes + (s.shmem_bytes or 0) + (s.kernel_bytes or 0) + (s.swap_current_bytes or 0)
+        s.anon_bytes
+        + (s.shmem_bytes or 0)
+        + (s.swap_current_bytes or 0)
+        + (s.kernel_bytes if s.kernel_bytes is not None else kernel_estimate_bytes(s))
         for s in picked
     ]
     latest_value = values[-1]
@@ -188,20 +215,33 @@ def forecast_pinned(
 
     overall: Trend | None = None
     best: tuple[float, Trend, float] | None = None  # (eta, trend, excursion)
+    growth_seen = 0.0
     for start in _scale_starts(indices, hi, min_samples):
         trend = fit_trend(times, values, start, n)
         if trend is None:
             continue
         if overall is None:
             overall = trend
-        new_territory = start == 0 or running_max[-1] > running_max[start - 1]
-        if not (trend.sustained and new_territory):
+        if not trend.sustained:
             continue
-        excursion = excursion_bytes(trend, times, values, start, n)
+        last_quarter = bisect_left(times, times[-1] - trend.span_seconds / 4.0, start, n)
+        recent_max = max(values[last_quarter:])
+        if start > 0 and last_quarter > 0:
+            # A ramp through levels the window already saw and let go of is the next cycle of
+            # a saw-tooth, not a leak: a shorter scale counts only when its last quarter climbs
+            # clearly above everything before it (by half of what the trend adds in a quarter,
+            # so plateau noise setting a new record by a few pages does not count).
+            margin = NEW_TERRITORY_SHARE * trend.slope_bytes_per_second * trend.span_seconds / 4.0
+            if recent_max <= running_max[last_quarter - 1] + margin:
+                continue
+        growth_seen = max(growth_seen, trend.growth_bytes)
         # The fitted line extrapolates: when growth has just paused, it runs ahead of the
         # data. The floor now is never above what the last quarter actually reached.
-        last_quarter = bisect_left(times, times[-1] - trend.span_seconds / 4.0, start, n)
-        floor = min(trend.level_bytes, max(values[last_quarter:]))
+        floor = min(trend.level_bytes, recent_max)
+        # Over the whole window, saw-tooth peaks and bursts ride on the floor: the limit is hit
+        # when floor + excursion reaches it. A shorter scale is a fresh ramp, shorter than any
+        # cycle it might be part of.
+        excursion = excursion_bytes(trend, times, values, start, n) if start == 0 else 0.0
         peak = max(floor + excursion, latest_value)
         if line is None:
             eta = math.inf
@@ -226,6 +266,7 @@ def forecast_pinned(
             excursion_bytes=excursion,
             samples=hi - lo,
             swing_bytes=max(values) - min(values),
+            sustained_growth_bytes=growth_seen,
         )
     return Forecast(
         eta_seconds=None,
@@ -237,7 +278,7 @@ def forecast_pinned(
         pinned_bytes=latest_value,
         sustained=False,
         evidence_seconds=overall.span_seconds if overall else 0.0,
-        excursion_bytes=excursion_bytes(overall, times, values, 0, n) if overall else 0.0,
+        excursion_bytes=0.0,
         samples=hi - lo,
         swing_bytes=max(values) - min(values),
     )

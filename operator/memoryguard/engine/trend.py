@@ -14,20 +14,21 @@ over a 30-minute window of one-second samples costs well under a millisecond.
 
 from __future__ import annotations
 
+import heapq
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-ENVELOPE_BUCKETS = 12
+ENVELOPE_BUCKETS = 10
 # Share of the pairs of envelope points that must rise rather than fall (Kendall's tau).
 SUSTAINED_TAU = 0.6
 # Each quarter-to-quarter rise of the envelope must carry at least this share of an even split
 # of the total rise: rules out one step, allows a leak that speeds up or slows down.
 QUARTER_STEP_SHARE = 0.15
-# Saw-tooth and burst height above the envelope: a high quantile, so a single spike does not count.
-EXCURSION_QUANTILE = 0.95
-EXCURSION_POINTS = 64
+# Saw-tooth and burst height above the envelope: the limit is hit by the highest peak, not a
+# typical one, but a single spike should not set it.
+EXCURSION_RANK = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +139,11 @@ def _quarters_rising(times: Sequence[float], values: Sequence[float], lo: int, h
 
 
 def excursion_bytes(trend: Trend, times: Sequence[float], values: Sequence[float], lo: int, hi: int) -> float:
-    """How far the series rises above its envelope line (saw-tooth peaks, bursts), robustly."""
-    # A 95th percentile needs no more than a few dozen points; thin long spans to keep this O(1).
-    step = max(1, (hi - lo) // EXCURSION_POINTS)
+    """How far the series has risen above its envelope line: the height of its saw-tooth peaks
+    and bursts. The second-highest rise, so one stray sample does not set it."""
     base = trend.level_bytes - trend.slope_bytes_per_second * trend.end_seconds
     slope = trend.slope_bytes_per_second
-    residuals = sorted([values[i] - base - slope * times[i] for i in range(hi - 1, lo - 1, -step)])
-    if not residuals:
+    residuals = [values[i] - base - slope * times[i] for i in range(lo, hi)]
+    if len(residuals) < 2:
         return 0.0
-    return max(0.0, residuals[int(EXCURSION_QUANTILE * (len(residuals) - 1))])
+    return max(0.0, heapq.nlargest(EXCURSION_RANK, residuals)[-1])
