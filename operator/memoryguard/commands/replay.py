@@ -149,13 +149,13 @@ def _run(args: argparse.Namespace) -> int:
     previous: tuple[str, str, str] | None = None
     for tick in replay(samples, policy, runtime_heap_limit_bytes=heap, runtime_limit_source=source):
         ticks.append(tick)
-        key = (
+        state = (
             tick.assessment.verdict.value if tick.assessment else "",
             tick.decision.action.value,
             tick.decision.wanted.value,
         )
-        changed = key != previous or tick.decision.action is not Action.NONE
-        previous = key
+        changed = state != previous or tick.decision.action is not Action.NONE
+        previous = state
         if not (changed or args.verbose):
             continue
         if args.json:
