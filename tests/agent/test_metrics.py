@@ -1,0 +1,251 @@
+"""GET /metrics of the real server over real fixture trees: promtool-clean, right types, right values."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from tests.support.agent_app import agent_app
+from tests.support.cgroup_tree import CgroupTree, MiB, write_proc
+
+from memoryguard.agent.metrics import AgentMetrics, ContainerNames
+
+
+def promtool() -> str:
+    """promtool's path; in CI (CI=true) its absence fails the test instead of skipping it."""
+    path = shutil.which("promtool")
+    if path is None:
+        message = "promtool not found (Debian package `prometheus`; `make install` installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def promtool_check(text: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def families(text: str) -> dict[str, object]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return None
+
+
+def series(text: str, name: str) -> list[dict[str, str]]:
+    return [s.labels for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A v2 node with pods of every QoS class and some kernel events and pressure."""
+    write_proc(tmp_path / "proc")
+    tree = CgroupTree(tmp_path / "cgroup", version=2, driver="systemd")
+    leaky = tree.add_pod(
+        qos="burstable",
+        containers=1,
+        max_bytes=256 * MiB,
+        anon_bytes=200 * MiB,
+        file_bytes=30 * MiB,
+        high_events=7,
+        oom_kill=2,
+        oom_events=2,
+        swap_fail_events=1,
+        pgmajfault=1234,
+        psi_some_avg10=12.5,
+        psi_some_total_us=3_500_000,
+        psi_full_total_us=1_000_000,
+    )
+    tree.add_pod(qos="guaranteed", containers=2, max_bytes=512 * MiB)
+    unlimited = tree.add_pod(qos="besteffort", containers=1)
+    return tree, leaky, unlimited
+
+
+async def test_metrics_pass_promtool_check(node):
+    tree, _, _ = node
+    async with agent_app(tree.root) as agent:
+        agent.tick()
+        await agent.client.get("/v1/pods")  # some request and auth counters with values
+        resp = await agent.client.get("/metrics")
+        text = await resp.text()
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    result = promtool_check(text)
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), (
+        result.stdout + result.stderr
+    )
+
+
+async def test_promtool_check_would_catch_a_badly_named_metric():
+    # The check above is only worth something if promtool really lints what it is given.
+    bad = (
+        "# HELP memoryguard_reclaimed Freed.\n# TYPE memoryguard_reclaimed counter\nmemoryguard_reclaimed 1\n"
+    )
+    assert promtool_check(bad).returncode != 0
+
+
+async def test_metrics_on_cgroup_v1_pass_promtool_and_expose_only_real_counters(tmp_path):
+    tree = CgroupTree(tmp_path / "cgroup", version=1, driver="cgroupfs")
+    pod = tree.add_pod(qos="burstable", containers=1, max_bytes=128 * MiB, max_events=9, oom_kill=1)
+    app_id = pod.containers[-1]
+    async with agent_app(tree.root) as agent:
+        agent.tick()
+        text = await (await agent.client.get("/metrics")).text()
+    result = promtool_check(text)
+    assert result.returncode == 0, result.stdout + result.stderr
+    events = {
+        labels["event"]: value(text, "memoryguard_container_memory_events_total", **labels)
+        for labels in series(text, "memoryguard_container_memory_events_total")
+        if labels["container_id"] == app_id
+    }
+    # oom_control's flags (oom_kill_disable, under_oom) are not counters; failcnt is v2's "max".
+    assert events == {"oom_kill": 1.0, "max": 9.0}
+    assert value(text, "memoryguard_agent_info", cgroup_version="1") == 1.0
+
+
+async def test_container_gauges_carry_the_cgroup_values(node):
+    tree, leaky, unlimited = node
+    app_id = leaky.containers[-1]
+    async with agent_app(tree.root) as agent:
+        agent.tick()
+        text = await (await agent.client.get("/metrics")).text()
+    labels = {"pod_uid": leaky.uid, "container_id": app_id, "qos": "burstable"}
+    v = tree.values(leaky.uid, app_id)
+    inactive, active = v.file_lists()
+    assert value(text, "memoryguard_container_memory_anon_bytes", **labels) == 200 * MiB
+    assert value(text, "memoryguard_container_memory_file_bytes", **labels) == 30 * MiB
+    assert value(text, "memoryguard_container_memory_inactive_file_bytes", **labels) == inactive
+    assert value(text, "memoryguard_container_memory_active_file_bytes", **labels) == active
+    assert value(text, "memoryguard_container_memory_usage_bytes", **labels) == v.current()
+    assert value(text, "memoryguard_container_memory_working_set_bytes", **labels) == v.current() - inactive
+    assert value(text, "memoryguard_container_memory_limit_bytes", **labels) == 256 * MiB
+    assert value(text, "memoryguard_container_memory_swap_bytes", **labels) == 0
+    # memory.high and swap max are "max" here: no series rather than a made-up number.
+    assert value(text, "memoryguard_container_memory_high_bytes", **labels) is None
+    assert value(text, "memoryguard_container_memory_swap_limit_bytes", **labels) is None
+    unlimited_app = {"pod_uid": unlimited.uid, "container_id": unlimited.containers[-1]}
+    assert value(text, "memoryguard_container_memory_limit_bytes", **unlimited_app) is None
+    assert value(text, "memoryguard_container_memory_anon_bytes", **unlimited_app) == 8 * MiB
+    assert value(text, "memoryguard_agent_containers") == len(tree.containers)
+
+
+async def test_kernel_counters_are_counters_and_pressure_is_converted(node):
+    tree, leaky, _ = node
+    app_id = leaky.containers[-1]
+    async with agent_app(tree.root) as agent:
+        agent.tick()
+        text = await (await agent.client.get("/metrics")).text()
+    fams = families(text)
+    for name in (
+        "memoryguard_container_memory_events",
+        "memoryguard_container_memory_swap_events",
+        "memoryguard_container_memory_major_page_faults",
+        "memoryguard_container_memory_pressure_stalled_seconds",
+        "memoryguard_agent_tick_errors",
+    ):
+        assert fams[name].type == "counter", name
+    assert fams["memoryguard_container_memory_anon_bytes"].type == "gauge"
+    c = {"pod_uid": leaky.uid, "container_id": app_id}
+    assert value(text, "memoryguard_container_memory_events_total", event="oom_kill", **c) == 2
+    assert value(text, "memoryguard_container_memory_events_total", event="high", **c) == 7
+    assert value(text, "memoryguard_container_memory_events_total", event="oom_group_kill", **c) == 0
+    assert value(text, "memoryguard_container_memory_swap_events_total", event="fail", **c) == 1
+    assert value(text, "memoryguard_container_memory_major_page_faults_total", **c) == 1234
+    assert value(text, "memoryguard_container_memory_pressure_stalled_seconds_total", kind="some", **c) == 3.5
+    assert value(text, "memoryguard_container_memory_pressure_stalled_seconds_total", kind="full", **c) == 1.0
+    assert value(text, "memoryguard_container_memory_pressure_avg10_ratio", kind="some", **c) == 0.125
+
+
+async def test_series_of_a_container_that_went_away_disappear(node):
+    tree, leaky, _ = node
+    app_id = leaky.containers[-1]
+    async with agent_app(tree.root) as agent:
+        agent.tick()
+        before = await (await agent.client.get("/metrics")).text()
+        tree.remove_container(leaky.uid, app_id)
+        agent.tick()
+        after = await (await agent.client.get("/metrics")).text()
+    assert value(before, "memoryguard_container_memory_anon_bytes", container_id=app_id) is not None
+    assert value(after, "memoryguard_container_memory_anon_bytes", container_id=app_id) is None
+    assert value(after, "memoryguard_agent_containers") == len(tree.containers)
+
+
+async def test_unreadable_files_are_counted_by_kind(node):
+    tree, leaky, _ = node
+    app_id = leaky.containers[-1]
+    tree.write_file(leaky.uid, app_id, "memory.current", b"not a number\n")
+    tree.remove_file(leaky.uid, app_id, "memory.swap.current")
+    async with agent_app(tree.root) as agent:
+        agent.tick()
+        text = await (await agent.client.get("/metrics")).text()
+    assert value(text, "memoryguard_agent_tick_errors_total", kind="malformed") >= 1
+    assert value(text, "memoryguard_agent_tick_errors_total", kind="missing_file") >= 1
+    # The rest of the container is still reported.
+    assert value(text, "memoryguard_container_memory_anon_bytes", container_id=app_id) == 200 * MiB
+
+
+async def test_requests_and_actions_are_counted(node, tmp_path):
+    tree, leaky, _ = node
+    async with agent_app(tree.root, proc_root=tmp_path / "proc") as agent:
+        agent.tick()
+        await agent.client.get("/v1/pods")
+        await agent.client.get("/v1/pods", params={"uid": "bad"})
+        await agent.client.post(
+            "/v1/reclaim", json={"pod_uid": leaky.uid, "container_id": None, "bytes": 8 * MiB}
+        )
+        await agent.client.post("/v1/drop-caches", json={"level": 1})
+        text = await (await agent.client.get("/metrics")).text()
+    assert value(text, "memoryguard_agent_http_requests_total", route="/v1/pods", code="200") == 1
+    assert value(text, "memoryguard_agent_http_requests_total", route="/v1/pods", code="400") == 1
+    assert value(text, "memoryguard_agent_reclaim_requests_total", outcome="complete") == 1
+    assert value(text, "memoryguard_agent_reclaim_requested_bytes_total") == 8 * MiB
+    assert value(text, "memoryguard_agent_reclaim_freed_bytes_total") == 0
+    assert value(text, "memoryguard_agent_drop_caches_requests_total", level="1", outcome="disabled") == 1
+
+
+async def test_openmetrics_is_served_to_scrapers_that_ask_for_it(node):
+    tree, _, _ = node
+    async with agent_app(tree.root) as agent:
+        agent.tick()
+        resp = await agent.client.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+        text = await resp.text()
+    assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert text.endswith("# EOF\n")
+
+
+def test_names_are_labels_only_when_a_lookup_provides_them(node):
+    tree, leaky, _ = node
+    from memoryguard.agent.sampler import Sampler
+
+    sampler = Sampler(tree.root)
+    sampler.tick()
+    app_id = leaky.containers[-1]
+
+    def lookup(pod_uid, container_id):
+        return ContainerNames("shop", "web-1", "app") if container_id == app_id else None
+
+    from prometheus_client import generate_latest
+
+    plain = generate_latest(AgentMetrics(sampler).registry).decode()
+    named = generate_latest(AgentMetrics(sampler, names=lookup).registry).decode()
+    assert all("namespace" not in s for s in series(plain, "memoryguard_container_memory_anon_bytes"))
+    assert value(
+        named, "memoryguard_container_memory_anon_bytes", namespace="shop", pod="web-1", container="app"
+    ) == (200 * MiB)
+    # Unknown names stay empty (the same as absent to Prometheus), never guessed.
+    sandbox = leaky.containers[0]
+    assert value(named, "memoryguard_container_memory_anon_bytes", container_id=sandbox, pod="") is not None
+    assert promtool_check(named).returncode == 0
