@@ -64,7 +64,8 @@ def test_operator_accepts_the_chart_args_and_finds_the_agents(values: dict[str, 
     assert config.agent_namespace == daemonset["metadata"]["namespace"]
     assert config.agent_port == _container(objects, "DaemonSet")["ports"][0]["containerPort"]
     assert config.standalone == (values.get("operator.replicas", 1) == 1)
-    assert list(config.namespaces) == values.get("operator.watchNamespaces", [])
+    listed = values.get("operator.watchNamespaces", [])
+    assert list(config.namespaces) == ([*listed, daemonset["metadata"]["namespace"]] if listed else [])
     metrics_port = next(p for p in _container(objects, "Deployment")["ports"] if p["name"] == "metrics")
     assert config.metrics_port == metrics_port["containerPort"]
 

@@ -105,8 +105,10 @@ def test_watched_namespaces_get_role_bindings_and_namespaced_peerings() -> None:
     objects = render(SCENARIOS["peering-in-watched-namespaces"])
     args = container(objects, "Deployment")["args"]
     assert "--namespace=shop" in args and "--namespace=web" in args
-    assert {o["metadata"]["namespace"] for o in by_kind(objects, "RoleBinding")} == {"shop", "web"}
-    assert {o["metadata"]["namespace"] for o in by_kind(objects, "KopfPeering")} == {"shop", "web"}
+    # The release namespace too: the operator finds the agents by watching pods there.
+    assert "--namespace=memoryguard" in args
+    assert {o["metadata"]["namespace"] for o in by_kind(objects, "RoleBinding")} == {"shop", "web", "memoryguard"}
+    assert {o["metadata"]["namespace"] for o in by_kind(objects, "KopfPeering")} == {"shop", "web", "memoryguard"}
     assert not by_kind(objects, "ClusterKopfPeering")
     # Namespaced rules must not be granted cluster-wide when namespaces are listed.
     bound = {o["roleRef"]["name"] for o in by_kind(objects, "ClusterRoleBinding")}

@@ -89,3 +89,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- join "," $pairs -}}
 {{- end -}}
+
+{{/*
+Namespaces the operator serves when not cluster-wide: the listed ones plus the release's own,
+because the operator finds the agents by watching pods there. Comma-joined (empty: all).
+*/}}
+{{- define "memoryguard.operator.namespaces" -}}
+{{- if .Values.operator.watchNamespaces -}}
+{{- append .Values.operator.watchNamespaces .Release.Namespace | uniq | join "," -}}
+{{- end -}}
+{{- end -}}
