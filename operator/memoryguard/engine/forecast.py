@@ -38,6 +38,7 @@ FULL_RESOLUTION_POINTS = 40
 SCALE_RATIO = 4.0
 FILE_FLOOR_BYTES = 4 * MIB
 NEW_TERRITORY_SHARE = 0.5
+SHORTER_SCALE_ETA_SHARE = 0.75
 RUNTIME_CAP_SLACK_FRACTION = 0.25
 RUNTIME_CAP_SLACK_BYTES = 16 * MIB
 
@@ -209,8 +210,8 @@ def forecast_pinned(
         for s in picked
     ]
     latest_value = values[-1]
-    running_max = list(accumulate(values, max))
     line = lines[0] if lines else None
+    detrended_max: list[float] | None = None  # built on first use
     n = len(values)
 
     overall: Trend | None = None
@@ -229,10 +230,17 @@ def forecast_pinned(
         if start > 0 and last_quarter > 0:
             # A ramp through levels the window already saw and let go of is the next cycle of
             # a saw-tooth, not a leak: a shorter scale counts only when its last quarter climbs
-            # clearly above everything before it (by half of what the trend adds in a quarter,
-            # so plateau noise setting a new record by a few pages does not count).
+            # clearly above everything before it — after allowing for the whole window's own
+            # trend, so each new peak of a saw-tooth riding a slow leak is not taken for a
+            # fresh, fast one — by at least half of what this scale's trend adds in a quarter
+            # (plateau noise setting a new record by a few pages does not count).
+            long_slope = max(0.0, overall.slope_bytes_per_second) if overall else 0.0
+            if detrended_max is None:
+                detrended = (v - long_slope * t for t, v in zip(times, values, strict=True))
+                detrended_max = list(accumulate(detrended, max))
+            recent = max(values[i] - long_slope * times[i] for i in range(last_quarter, n))
             margin = NEW_TERRITORY_SHARE * trend.slope_bytes_per_second * trend.span_seconds / 4.0
-            if recent_max <= running_max[last_quarter - 1] + margin:
+            if recent <= detrended_max[last_quarter - 1] + margin:
                 continue
         growth_seen = max(growth_seen, trend.growth_bytes)
         # The fitted line extrapolates: when growth has just paused, it runs ahead of the
@@ -248,7 +256,10 @@ def forecast_pinned(
         else:
             headroom = line.limit_bytes - peak
             eta = 0.0 if headroom <= 0 else headroom / trend.slope_bytes_per_second
-        if best is None or eta < best[0]:
+        # Scales come longest first. A shorter one takes over only when it says the limit
+        # comes clearly sooner (the leak started recently or sped up), not when its noisier
+        # slope happens to be a little steeper.
+        if best is None or eta < SHORTER_SCALE_ETA_SHARE * best[0]:
             best = (eta, trend, excursion)
 
     if best is not None:
