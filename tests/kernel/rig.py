@@ -262,3 +262,73 @@ def console_tail(console: Path, lines: int = CONSOLE_TAIL_LINES) -> str:
         return "(no console log)"
     text = console.read_text(errors="replace").splitlines()
     return f"--- last {lines} lines of {console} ---\n" + "\n".join(text[-lines:])
+
+
+SCENARIO_DIR = KERNEL_DIR / "scenarios"
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    """One scenario's directory in a run: trace.csv, result.env, workload.log, scenario.log."""
+
+    name: str
+    directory: Path
+
+    @property
+    def trace_path(self) -> Path:
+        return self.directory / "trace.csv"
+
+    def result(self) -> dict[str, str]:
+        pairs = (line.split("=", 1) for line in (self.directory / "result.env").read_text().splitlines())
+        return {key: value for key, value in pairs}
+
+    def events(self) -> dict[str, int]:
+        """memory.events at the end (``events_*``) and memory.swap.events (``swap_events_*``)."""
+        return {k: int(v) for k, v in self.result().items() if k.startswith(("events_", "swap_events_"))}
+
+    def workload_log(self) -> str:
+        path = self.directory / "workload.log"
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+
+def scenario_job(names: list[str], swap_mib: int = 0, agent: bool = False) -> str:
+    """A job that sets the node up once and runs the named scenarios side by side.
+
+    With ``agent`` the real MemoryGuard agent runs on the node for the whole job, and every
+    recorded scenario also logs the engine's live decisions (``decisions.jsonl``).
+    """
+    unknown = [n for n in names if not (SCENARIO_DIR / f"{n}.sh").is_file()]
+    if unknown:
+        raise RigError(f"no such scenario: {', '.join(unknown)}")
+    return f"""set -u
+export MG_REPO={REPO_ROOT}
+. "$MG_REPO/tests/kernel/guest/lib.sh"
+node_setup {swap_mib}
+{"start_agent agent.log; export MG_AGENT=1" if agent else ""}
+log "node ready"
+for name in {" ".join(names)}; do
+  mkdir -p "$name"
+  (cd "$name" && . "$MG_REPO/tests/kernel/scenarios/$name.sh") >"$name/scenario.log" 2>&1 &
+done
+wait
+log "all scenarios done"
+if [ -f agent.pid ]; then kill "$(cat agent.pid)"; fi
+dmesg >dmesg.log
+"""
+
+
+def run_scenarios(
+    rig: Rig, batch: str, names: list[str], timeout_seconds: float, swap_mib: int = 0, agent: bool = False
+) -> dict[str, ScenarioResult]:
+    """Boots once, runs the scenarios in parallel, returns {name: ScenarioResult}."""
+    run = rig.boot(batch, scenario_job(names, swap_mib, agent), timeout_seconds)
+    if run.exit_code != 0:
+        raise RigError(f"batch {batch!r}: job exited {run.exit_code}\n{run.read('guest.log')}")
+    results = {}
+    for name in names:
+        result = ScenarioResult(name, run.run_dir / name)
+        if not (result.directory / "result.env").is_file():
+            log = (result.directory / "scenario.log").read_text(errors="replace")
+            raise RigError(f"scenario {name!r} left no result\n{log}\n{console_tail(run.console_log)}")
+        results[name] = result
+    return results

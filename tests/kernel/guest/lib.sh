@@ -46,6 +46,17 @@ new_container_id() {
   echo "$hex"
 }
 
+AGENT_URL=http://127.0.0.1:9732
+STANDIN="$MG_REPO/tests/kernel/guest/standin.py"
+
+# The real MemoryGuard agent, sampling every container of this node once a second. Without
+# auth (loopback only) and with drop_caches allowed, so scenarios can exercise it.
+start_agent() { # log_file
+  "$MG_REPO/.venv/bin/memoryguard" agent --insecure-no-auth --listen 127.0.0.1:9732 \
+    --node-name mg-guest --enable-drop-caches --drop-caches-min-interval 1s >"$1" 2>&1 &
+  echo $! >agent.pid
+}
+
 # Creates kubepods-burstable-pod<uid>.slice and prints its path.
 pod_cgroup() { # pod_uid
   dir="$CGROUP_ROOT/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod$(echo "$1" | tr - _).slice"
@@ -99,7 +110,9 @@ kernel_oom_kills() { # cgroup_dir
 # stopped. Leaves trace.csv, workload.log and result.env (final memory.events and outcome).
 # Set before calling: WORKLOAD (one line for the trace's metadata), MAX_MIB, and optionally
 # HIGH_MIB, SWAP_MAX_MIB, RUNTIME_HEAP_LIMIT_BYTES, SECONDS_LIMIT, BACKGROUND (a command
-# run in the same container, e.g. a cache reader).
+# run in the same container, e.g. a cache reader), MG_AGENT (set by the job when the agent
+# runs: a watching stand-in logs the engine's decisions), FAILURE_PSI_PERCENT (the workload counts
+# as failed from the first sample whose memory PSI some avg10 reaches it: throttled, not killed).
 run_recorded() { # cmd...
   pod_uid=$(new_pod_uid)
   container_id=$(new_container_id)
@@ -113,7 +126,14 @@ run_recorded() { # cmd...
   fi
   pid=$(start_in "$ctr" workload.log "$@")
   log "started pid $pid in $ctr: $*"
+  if [ -n "${MG_AGENT:-}" ]; then
+    # The engine's live judgement of the same container, through the agent (never acting).
+    "$GUEST_PYTHON" "$STANDIN" --watch "$ctr" --seconds "${SECONDS_LIMIT:-240}" --out . \
+      ${RUNTIME_HEAP_LIMIT_BYTES:+--heap-limit-bytes "$RUNTIME_HEAP_LIMIT_BYTES"} >standin.log 2>&1 &
+    watch_pid=$!
+  fi
   record_rows "$ctr" rows.csv "${SECONDS_LIMIT:-240}" 3
+  if [ -n "${watch_pid:-}" ]; then kill "$watch_pid" 2>/dev/null; wait "$watch_pid"; fi
   # A workload still running at the end (a safe scenario) is stopped after the recording.
   echo 1 >"$ctr/cgroup.kill"
   awk '{print "events_" $1 "=" $2}' "$ctr/memory.events" >>result.env
@@ -127,6 +147,7 @@ run_recorded() { # cmd...
     [ -n "${RUNTIME_HEAP_LIMIT_BYTES:-}" ] && echo "# runtime_heap_limit_bytes: $RUNTIME_HEAP_LIMIT_BYTES"
     echo "# sample_interval_seconds: 1"
     trace_outcome rows.csv
+    if [ -n "${FAILURE_PSI_PERCENT:-}" ]; then failure_at_stall rows.csv "$FAILURE_PSI_PERCENT"; fi
   } >metadata
   finish_trace rows.csv trace.csv metadata
   log "done: $(grep '^# outcome' metadata)"
@@ -147,4 +168,12 @@ trace_outcome() { # rows_file
       else
         print "# outcome: safe, no kill (workload stopped after the recording)"
     }' "$1"
+}
+
+# `# failure_at: t` for a workload that fails by stalling rather than dying: the first sample
+# whose memory PSI some avg10 (column 22) reaches `percent`.
+failure_at_stall() { # rows_file percent
+  awk -F, -v limit="$2" '
+    NR > 1 && $22 + 0 >= limit + 0 { printf "# failure_at: %s\n", $1; found = 1; exit }
+    END { if (found) printf "# failure_rule: first sample with memory PSI some avg10 >= %s%% (stalled at memory.high, not killed)\n", limit }' "$1"
 }

@@ -16,11 +16,32 @@ import sys
 import time
 from pathlib import Path
 
-COLUMNS = (
-    "t,anon,file,inactive_file,active_file,inactive_anon,active_anon,shmem,kernel,swapcached,"
-    "current,max,high,swap_current,swap_max,oom_kill,oom_events,high_events,max_events,"
-    "swap_fail_events,pgmajfault,psi_some_avg10,psi_full_avg10,alive"
-).split(",")
+COLUMNS = [
+    "t",
+    "anon",
+    "file",
+    "inactive_file",
+    "active_file",
+    "inactive_anon",
+    "active_anon",
+    "shmem",
+    "kernel",
+    "swapcached",
+    "current",
+    "max",
+    "high",
+    "swap_current",
+    "swap_max",
+    "oom_kill",
+    "oom_events",
+    "high_events",
+    "max_events",
+    "swap_fail_events",
+    "pgmajfault",
+    "psi_some_avg10",
+    "psi_full_avg10",
+    "alive",
+]
 STAT_COLUMNS = (
     "anon",
     "file",

@@ -4,5 +4,6 @@
 WORKLOAD="node leak.js --rate-mib 2 with memory.high 160 MiB, no swap (throttling at memory.high, seed 000 TEST 2)"
 MAX_MIB=256
 HIGH_MIB=160
-SECONDS_LIMIT=180
+SECONDS_LIMIT=130
+FAILURE_PSI_PERCENT=30
 run_recorded node "$LEAK_JS" --store buffer --rate-mib 2

@@ -4,5 +4,6 @@ WORKLOAD="node leak.js --rate-mib 2 with memory.high 128 MiB and memory.swap.max
 MAX_MIB=256
 HIGH_MIB=128
 SWAP_MAX_MIB=64
-SECONDS_LIMIT=240
+SECONDS_LIMIT=150
+FAILURE_PSI_PERCENT=30
 run_recorded node "$LEAK_JS" --store buffer --rate-mib 2

@@ -1,0 +1,51 @@
+"""Reading what a scenario left behind: its trace (through the project's own trace parser)
+and the stand-in's decision log."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from memoryguard.traces import Trace, parse_trace
+
+MIB = 1024 * 1024
+
+
+def load_trace(path: Path) -> Trace:
+    return parse_trace(path.read_text(), name=path.stem)
+
+
+@dataclass(frozen=True)
+class DecisionLog:
+    """``decisions.jsonl`` of one stand-in: ticks, and what was carried out."""
+
+    entries: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def read(cls, directory: Path) -> DecisionLog:
+        path = directory / "decisions.jsonl"
+        lines = path.read_text().splitlines() if path.is_file() else []
+        return cls(tuple(json.loads(line) for line in lines if line.strip()))
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.entries if e["kind"] == kind]
+
+    @property
+    def ticks(self) -> list[dict[str, Any]]:
+        return self.of_kind("tick")
+
+    def verdicts(self) -> set[str]:
+        return {t["verdict"] for t in self.ticks}
+
+    def wanted(self) -> set[str]:
+        return {t["wanted"] for t in self.ticks}
+
+    def first_tick(self, **match: Any) -> dict[str, Any] | None:
+        return next((t for t in self.ticks if all(t.get(k) == v for k, v in match.items())), None)
+
+    def end(self) -> dict[str, Any]:
+        ends = self.of_kind("end")
+        assert ends, "the stand-in did not finish (no 'end' entry)"
+        return ends[-1]
