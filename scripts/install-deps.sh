@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(prometheus qemu-system-x86 busybox-static cpio)
+APT_PACKAGES=(prometheus qemu-system-x86 busybox-static cpio e2fsprogs)
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -23,6 +23,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 bash scripts/install-kube-tools.sh
+
+# The kernel the cgroup v2 tier boots: downloaded and unpacked under tests/kernel/.work, not installed.
+bash tests/kernel/fetch-kernel.sh
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
