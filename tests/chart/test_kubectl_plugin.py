@@ -240,3 +240,37 @@ async def test_kubectl_lists_the_plugin(setup: Setup) -> None:
 )
 def test_port_forward_output_gives_the_local_port(line: str, port: int | None) -> None:
     assert forwarded_port(line) == port
+
+
+async def test_service_account_token_is_minted_with_kubectl_and_presented_to_the_agent(setup: Setup) -> None:
+    kmock = setup.kmock
+    requests = kmock["post", kmock.resource("v1/serviceaccounts"), kmock.subresource("token")]
+    requests << {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"audiences": []},
+        "status": {"token": "minted-plugin-token", "expirationTimestamp": "2030-01-01T00:00:00Z"},
+    }
+    plugin_user = "system:serviceaccount:memoryguard:memoryguard-plugin"
+    setup.stub.add_user("minted-plugin-token", plugin_user)
+    setup.stub.grant(plugin_user, auth.samples_access(NODE).to_review())
+    _guarded_pod(setup, "web-1", anon=100 * MiB, file=10 * MiB)
+    await _wait_sampled(setup)
+    code, out, err = await setup.plugin(
+        "top", "web-1", "-n", "shop", "--service-account", "memoryguard/memoryguard-plugin"
+    )
+    assert code == 0, err
+    assert "web-1" in out
+    (token_review,) = setup.stub.reviews(TOKEN_REVIEWS)
+    assert token_review.spec["token"] == "minted-plugin-token"
+    assert len(requests) == 1
+    assert "/namespaces/memoryguard/serviceaccounts/memoryguard-plugin/token" in str(requests[0].url)
+
+
+async def test_a_kubeconfig_without_a_token_is_told_to_use_a_service_account(setup: Setup) -> None:
+    config = yaml.safe_load(setup.kubeconfig.read_text())
+    config["users"][0]["user"] = {}
+    setup.kubeconfig.write_text(yaml.safe_dump(config))
+    _guarded_pod(setup, "web-1", anon=100 * MiB, file=10 * MiB)
+    code, _, err = await setup.plugin("top", "web-1", "-n", "shop")
+    assert code == 1 and "--service-account" in err

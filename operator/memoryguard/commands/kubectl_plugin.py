@@ -18,7 +18,7 @@ consumes the Authorization header), so the plugin sends a bearer token directly:
   * by default, the token your kubeconfig authenticates with (static token, token file, exec
     plugin such as `aws eks get-token`, OIDC): the agent then checks YOUR permissions;
   * --service-account NS/NAME: a 10-minute token for that ServiceAccount, minted with
-    `kubectl create token` (TokenRequest) — for kubeconfigs that use client certificates,
+    a TokenRequest (what `kubectl create token` does) — for kubeconfigs that use client certificates,
     which cannot be forwarded. The chart creates `memoryguard-plugin` for this.
 
 You need: get pods in the pod's namespace; get/list pods and create pods/portforward in the
@@ -50,7 +50,7 @@ from memoryguard.engine.policy import Policy
 
 AGENT_SELECTOR = "app.kubernetes.io/name=memoryguard,app.kubernetes.io/component=agent"
 AGENT_PORT = 9732
-TOKEN_DURATION = "10m"
+TOKEN_SECONDS = 600  # minted ServiceAccount tokens live this long
 MIB = 1024 * 1024
 # `kubectl port-forward` prints this once the tunnel listens.
 _FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) ->")
@@ -76,8 +76,10 @@ class Kubectl:
             argv += ["--context", self.context]
         return argv
 
-    def run(self, *args: str) -> str:
-        result = subprocess.run([*self.base(), *args], capture_output=True, text=True, timeout=60)
+    def run(self, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run(
+            [*self.base(), *args], input=stdin, capture_output=True, text=True, timeout=60
+        )
         if result.returncode != 0:
             raise PluginError(f"kubectl {' '.join(args)}: {result.stderr.strip() or result.stdout.strip()}")
         return result.stdout
@@ -163,6 +165,22 @@ def user_token(kubeconfig: str | None, context: str | None) -> str | None:
     return None
 
 
+def mint_token(kubectl: Kubectl, namespace: str, name: str) -> str:
+    """A short-lived token for a ServiceAccount (TokenRequest), as `kubectl create token` makes,
+    posted as JSON through `kubectl create --raw` so it works with any API server."""
+    request = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": TOKEN_SECONDS},
+    }
+    path = f"/api/v1/namespaces/{_q(namespace)}/serviceaccounts/{_q(name)}/token"
+    answer = json.loads(kubectl.run("create", "--raw", path, "-f", "-", stdin=json.dumps(request)))
+    token = answer.get("status", {}).get("token")
+    if not token:
+        raise PluginError(f"the API server returned no token for {namespace}/{name}")
+    return str(token)
+
+
 def resolve_token(args: argparse.Namespace, kubectl: Kubectl) -> str:
     if args.token:
         return str(args.token)
@@ -172,7 +190,7 @@ def resolve_token(args: argparse.Namespace, kubectl: Kubectl) -> str:
         namespace, sep, name = args.service_account.partition("/")
         if not sep or not namespace or not name:
             raise PluginError("--service-account must be NAMESPACE/NAME, e.g. memoryguard/memoryguard-plugin")
-        return kubectl.run("create", "token", name, "-n", namespace, f"--duration={TOKEN_DURATION}").strip()
+        return mint_token(kubectl, namespace, name)
     token = user_token(kubectl.kubeconfig, kubectl.context)
     if token is None:
         raise PluginError(
