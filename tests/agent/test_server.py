@@ -255,3 +255,19 @@ async def test_unknown_path_and_wrong_method_answer_json(tree):
     assert missing.status == 404 and "error" in missing_body
     assert wrong.status == 405 and "error" in wrong_body
     assert wrong.headers["Allow"] == "POST"
+
+
+async def test_many_pods_are_all_answered_across_batches(tree):
+    pods = [tree.add_pod(qos="besteffort", containers=1) for _ in range(40)]
+    uids = [p.uid for p in pods]
+    async with agent_app(tree.root) as agent:
+        agent.tick(count=2)
+        everything = await (await agent.client.get("/v1/pods")).json()
+        asked = await (
+            await agent.client.get("/v1/pods", params=[("uid", u) for u in [*uids[::-1], UNKNOWN_UID]])
+        ).json()
+    assert [p["pod_uid"] for p in everything["pods"]] == sorted(uids)
+    assert everything["missing"] == []
+    assert [p["pod_uid"] for p in asked["pods"]] == uids[::-1]
+    assert asked["missing"] == [UNKNOWN_UID]
+    assert all(len(c["window"]["rows"]) == 2 for p in asked["pods"] for c in p["containers"])

@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +35,7 @@ MAX_POD_UIDS = 1000
 MAX_RECLAIM_BYTES = 1 << 50  # 1 PiB: anything larger is a caller's bug, not a request
 DROP_CACHES_LEVELS = (1, 2, 3)
 DEFAULT_WINDOW_SECONDS = 600.0
+SNAPSHOT_BATCH_PODS = 16
 
 
 class SamplerPort(Protocol):
@@ -54,6 +55,8 @@ class SamplerPort(Protocol):
     ) -> dict[str, Any]: ...
 
     def find(self, pod_uid: str, container_id: str | None) -> Path | None: ...
+
+    def latest(self) -> Iterable[Any]: ...  # readings with .pod_uid
 
 
 class ActionsPort(Protocol):
@@ -212,19 +215,38 @@ class AgentApi:
         # A window longer than the ring holds returns what the ring holds.
         window = min(window, self.settings.retention_seconds)
         since = _query_seconds(query, "since_seconds", None, minimum=None)
-        snapshot = self.sampler.snapshot(
-            list(dict.fromkeys(uids)) or None, window_seconds=window, since_seconds=since
-        )
-        body = {
+        asked = list(dict.fromkeys(uids))
+        targets = asked or sorted({reading.pod_uid for reading in self.sampler.latest()})
+        # A few pods at a time, encoded as they come, yielding in between: a full window of
+        # every pod on a busy node takes seconds to build, and sampling ticks and other
+        # requests run on this same loop.
+        encoded: list[str] = []
+        missing: list[str] = []
+        for start in range(0, len(targets), SNAPSHOT_BATCH_PODS):
+            part = self.sampler.snapshot(
+                targets[start : start + SNAPSHOT_BATCH_PODS], window_seconds=window, since_seconds=since
+            )
+            encoded.extend(_dumps(pod) for pod in part["pods"])
+            missing.extend(part["missing"])
+            await asyncio.sleep(0)
+        head = {
             "node": self.settings.node_name,
             "agent_version": __version__,
             "cgroup_version": self.sampler.cgroup_version,
+            # Read after the pods, so that now_seconds ≥ every latest.t_seconds in the answer.
             "now_seconds": self.clock(),
             "interval_seconds": self.settings.interval_seconds,
-            "pods": snapshot.get("pods", []),
-            "missing": snapshot.get("missing", []),
         }
-        return web.json_response(body, dumps=_dumps)
+        # Without uids, a pod that went away while the answer was built is simply not listed.
+        text = (
+            _dumps(head)[:-1]
+            + ',"pods":['
+            + ",".join(encoded)
+            + '],"missing":'
+            + _dumps(missing if asked else [])
+            + "}"
+        )
+        return web.Response(text=text, content_type="application/json")
 
     async def reclaim(self, request: web.Request) -> web.Response:
         body = await _json_body(request, self.settings.max_body_bytes)
