@@ -194,22 +194,32 @@ def test_full_example_from_the_resource_reference_is_valid() -> None:
 @pytest.mark.parametrize(
     ("spec", "fragment"),
     [
-        pytest.param({"thresholds": {"warn": "90%", "act": "90%"}}, "warn must be lower", id="warn-equals-act"),
-        pytest.param({"thresholds": {"warn": "95%", "act": "90%"}}, "warn must be lower", id="warn-above-act"),
+        pytest.param(
+            {"thresholds": {"warn": "90%", "act": "90%"}}, "warn must be lower", id="warn-equals-act"
+        ),
+        pytest.param(
+            {"thresholds": {"warn": "95%", "act": "90%"}}, "warn must be lower", id="warn-above-act"
+        ),
         pytest.param({"thresholds": {"act": "101%"}}, "does not match", id="percent-above-100"),
         pytest.param({"thresholds": {"act": "0%"}}, "does not match", id="percent-zero"),
         pytest.param({"thresholds": {"act": "90"}}, "does not match", id="percent-without-sign"),
         pytest.param({"forecast": {"window": "10 minutes"}}, "does not match", id="duration-words"),
         pytest.param({"forecast": {"window": "5s"}}, "at least 10s", id="window-too-short"),
-        pytest.param({"forecast": {"window": "20s", "minSamples": 30}}, "hold at least minSamples", id="window-thin"),
+        pytest.param(
+            {"forecast": {"window": "20s", "minSamples": 30}}, "hold at least minSamples", id="window-thin"
+        ),
         pytest.param(
             {"forecast": {"horizon": "1m"}, "actions": {"restart": {"rolloutSeconds": 120}}},
             "horizon must be longer",
             id="horizon-shorter-than-rollout",
         ),
         pytest.param({"actions": {"dropCaches": {"level": 4}}}, "is not one of", id="drop-caches-level"),
-        pytest.param({"actions": {"restart": {"maxPerHour": -1}}}, "less than the minimum", id="negative-budget"),
-        pytest.param({"actions": {"reclaim": {"minReclaimable": "16 MB"}}}, "does not match", id="quantity-syntax"),
+        pytest.param(
+            {"actions": {"restart": {"maxPerHour": -1}}}, "less than the minimum", id="negative-budget"
+        ),
+        pytest.param(
+            {"actions": {"reclaim": {"minReclaimable": "16 MB"}}}, "does not match", id="quantity-syntax"
+        ),
         pytest.param({"containers": ["App_1"]}, "does not match", id="container-name"),
         pytest.param({"selector": {}}, "selector must not be empty", id="empty-selector"),
         pytest.param(
@@ -248,13 +258,35 @@ def test_status_written_by_the_operator_fits_the_schema() -> None:
         "podsAtRisk": 1,
         "lastAction": "restart deployment/web 2026-11-22T10:03:00Z",
         "conditions": [
-            {"type": "Ready", "status": "True", "reason": "Watching", "message": "4 pods",
-             "lastTransitionTime": "2026-11-22T10:00:00Z"},
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Watching",
+                "message": "4 pods",
+                "lastTransitionTime": "2026-11-22T10:00:00Z",
+            },
         ],
-        "atRisk": [{"pod": "web-1", "container": "app", "verdict": "anon_growth", "usedPercent": 91.5,
-                    "etaSeconds": None, "limitBytes": None, "anonGrowthBytesPerSecond": 1024.0}],
-        "ledger": [{"id": "r-1", "time": "2026-11-22T10:03:00Z", "action": "restart",
-                    "target": "deployment/web", "state": "intent", "dryRun": False}],
+        "atRisk": [
+            {
+                "pod": "web-1",
+                "container": "app",
+                "verdict": "anon_growth",
+                "usedPercent": 91.5,
+                "etaSeconds": None,
+                "limitBytes": None,
+                "anonGrowthBytesPerSecond": 1024.0,
+            }
+        ],
+        "ledger": [
+            {
+                "id": "r-1",
+                "time": "2026-11-22T10:03:00Z",
+                "action": "restart",
+                "target": "deployment/web",
+                "state": "intent",
+                "dryRun": False,
+            }
+        ],
         "rateLimit": {"anything": ["the", "engine", "keeps"]},
     }
     assert _problems(body) == []

@@ -1,0 +1,331 @@
+"""The operator against KMock (the API server) and the real agent process (over HTTP).
+
+``cluster`` declares the resources and offers builders for Deployments, pods, agent pods and
+MemoryGuards in KMock; ``agents`` launches ``memoryguard agent`` processes, each serving its
+own fixture cgroup tree as one node; ``operator`` runs ``memoryguard operator`` in this event
+loop (KMock serves on it too, so everything in these tests is async).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import kopf
+import pytest
+from tests.support.cgroup_tree import CgroupTree, MiB
+
+from memoryguard.controller.main import run_operator
+from memoryguard.controller.metrics import OperatorMetrics
+from memoryguard.controller.settings import OperatorConfig
+
+NAMESPACE = "shop"
+GUARDS = "memoryguard.io/v1alpha1/memoryguards"
+AGENT_LABELS = {"app.kubernetes.io/name": "memoryguard", "app.kubernetes.io/component": "agent"}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- the API server ----------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    kmock: Any
+    _rv: int = 100
+
+    def _meta(self, name: str, namespace: str = NAMESPACE, **extra: Any) -> dict[str, Any]:
+        # KMock assigns no resourceVersion, uid or generation: Kopf's finalizer patch needs the first.
+        self._rv += 1
+        return {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()), "resourceVersion": str(self._rv),
+                **extra}  # fmt: skip
+
+    def add_guard(self, name: str, spec: dict[str, Any], namespace: str = NAMESPACE) -> dict[str, Any]:
+        body = {"apiVersion": "memoryguard.io/v1alpha1", "kind": "MemoryGuard",
+                "metadata": self._meta(name, namespace, generation=1), "spec": spec}  # fmt: skip
+        self.kmock.objects[GUARDS, namespace, name] = body
+        return body
+
+    def add_deployment(self, name: str, labels: dict[str, str], *, replicas: int = 1,
+                       status: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> tuple[dict, dict]:  # fmt: skip
+        deployment = {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": self._meta(name, namespace, generation=1, labels=labels),
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "app", "image": "x"}]}}},
+            "status": status if status is not None else {
+                "observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas,
+                "readyReplicas": replicas, "availableReplicas": replicas},
+        }  # fmt: skip
+        replicaset_name = f"{name}-7d9f8b6c5"
+        replicaset = {
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": self._meta(replicaset_name, namespace, labels=labels, ownerReferences=[
+                {"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
+                 "uid": deployment["metadata"]["uid"], "controller": True}]),
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": deployment["spec"]["template"]},
+        }  # fmt: skip
+        self.kmock.objects["apps/v1/deployments", namespace, name] = deployment
+        self.kmock.objects["apps/v1/replicasets", namespace, replicaset_name] = replicaset
+        return deployment, replicaset
+
+    def add_pod(self, name: str, *, uid: str, node: str, labels: dict[str, str], containers: dict[str, str],
+                limit: str = "256Mi", owner: dict[str, Any] | None = None, namespace: str = NAMESPACE,
+                args: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+        """A running pod; ``containers`` maps container names to their runtime IDs."""
+        meta = self._meta(name, namespace, labels=labels)
+        meta["uid"] = uid
+        if owner is not None:
+            meta["ownerReferences"] = [{"apiVersion": "apps/v1", "controller": True, **owner}]
+        pod = {
+            "apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"nodeName": node, "containers": [
+                {"name": cname, "image": "x", "args": args or [], "resources": {"limits": {"memory": limit}}}
+                for cname in containers]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "containerStatuses": [
+                {"name": cname, "containerID": f"containerd://{cid}", "ready": True, "restartCount": 0,
+                 "image": "x", "imageID": "x"} for cname, cid in containers.items()]},
+        }  # fmt: skip
+        self.kmock.objects["v1/pods", namespace, name] = pod
+        return pod
+
+    def add_agent_pod(self, node: str, port: int, namespace: str = "memoryguard-system") -> dict[str, Any]:
+        name = f"memoryguard-agent-{node}"
+        pod = {
+            "apiVersion": "v1", "kind": "Pod", "metadata": self._meta(name, namespace, labels=dict(AGENT_LABELS)),
+            "spec": {"nodeName": node, "containers": [
+                {"name": "agent", "image": "x", "ports": [{"name": "api", "containerPort": port}]}]},
+            "status": {"phase": "Running", "podIP": "127.0.0.1"},
+        }  # fmt: skip
+        self.kmock.objects["v1/pods", namespace, name] = pod
+        return pod
+
+    # --- what the operator did --------------------------------------------------------------
+
+    def requests(self, method: str, resource: str, *, subresource: str | None = None) -> list[Any]:
+        wanted = kmock.resource(resource)
+        return [
+            r for r in list(self.kmock)
+            if r.method == method.upper() and r.resource == wanted and r.subresource == subresource
+        ]  # fmt: skip
+
+    def restart_patches(self, name: str | None = None) -> list[Any]:
+        return [
+            r for r in self.requests("PATCH", "apps/v1/deployments")
+            if (name is None or r.name == name)
+            and "memoryguard.io/restart-id" in str(r.data)
+        ]  # fmt: skip
+
+    def events(self, reason: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        found = [r.data for r in self.requests("POST", "v1/events")]
+        return [
+            e for e in found if (reason is None or e.get("reason") == reason)
+            and (kind is None or e.get("involvedObject", {}).get("kind") == kind)
+        ]  # fmt: skip
+
+    def guard(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+        return dict(self.kmock.objects[GUARDS, namespace, name].raw)
+
+    def deployment(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+        return dict(self.kmock.objects["apps/v1/deployments", namespace, name].raw)
+
+
+@pytest.fixture
+def cluster(kmock: kmock.KubernetesEmulator) -> Cluster:
+    kmock.resources.load_bundled()
+    kmock.resources[GUARDS] = {
+        "kind": "MemoryGuard", "singular": "memoryguard", "namespaced": True, "shortnames": {"mg"},
+        "verbs": {"get", "list", "watch", "create", "patch", "update", "delete"}, "subresources": {"status"},
+    }  # fmt: skip
+    return Cluster(kmock)
+
+
+# --- the agents ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Agent:
+    node: str
+    port: int
+    tree: CgroupTree
+    process: asyncio.subprocess.Process | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+
+@dataclass
+class Agents:
+    tmp_path: Path
+    started: list[Agent] = field(default_factory=list)
+
+    async def start(self, node: str, *, interval: str = "1s", extra: tuple[str, ...] = (),
+                    version: int = 2) -> Agent:  # fmt: skip
+        root = self.tmp_path / f"cgroup-{node}"
+        tree = CgroupTree(root, version=version, driver="systemd")
+        agent = Agent(node=node, port=free_port(), tree=tree, log_path=self.tmp_path / f"agent-{node}.log")
+        await self.launch(agent, interval=interval, extra=extra)
+        self.started.append(agent)
+        return agent
+
+    async def launch(self, agent: Agent, *, interval: str = "1s", extra: tuple[str, ...] = ()) -> None:
+        assert agent.log_path is not None
+        log = agent.log_path.open("ab")
+        agent.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "memoryguard.cli", "agent", "--root", str(agent.tree.root),
+            "--proc-root", str(self.tmp_path / "proc"), "--listen", f"127.0.0.1:{agent.port}",
+            "--node-name", agent.node, "--interval", interval, "--insecure-no-auth", *extra,
+            stdout=log, stderr=log, cwd=REPO, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(REPO / "operator"), os.environ.get("PYTHONPATH")]))},
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if agent.process.returncode is not None:
+                    raise RuntimeError(f"agent {agent.node} exited: {agent.log()[-2000:]}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{agent.url}/healthz") as response:
+                        if response.status in (200, 503):
+                            return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"agent {agent.node} did not come up: {agent.log()[-2000:]}")
+                await asyncio.sleep(0.1)
+
+    async def stop(self, agent: Agent) -> None:
+        if agent.process is not None and agent.process.returncode is None:
+            agent.process.terminate()
+            try:
+                await asyncio.wait_for(agent.process.wait(), 10)
+            except TimeoutError:
+                agent.process.kill()
+                await agent.process.wait()
+
+
+@pytest.fixture
+async def agents(tmp_path: Path) -> AsyncIterator[Agents]:
+    from tests.support.cgroup_tree import write_proc
+
+    write_proc(tmp_path / "proc")
+    fleet = Agents(tmp_path)
+    try:
+        yield fleet
+    finally:
+        for agent in fleet.started:
+            await fleet.stop(agent)
+
+
+# --- the operator --------------------------------------------------------------------------------
+
+
+@dataclass
+class OperatorRun:
+    """``memoryguard operator`` in its own thread and event loop, talking to KMock over HTTP.
+
+    Kopf cancels every task created after its start when it stops (it cannot tell its own from
+    others), so it must not share the test's event loop.
+    """
+
+    config: OperatorConfig
+    metrics: OperatorMetrics
+    stop_flag: threading.Event = field(default_factory=threading.Event)
+    ready_flag: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    thread: threading.Thread | None = None
+
+    def _main(self) -> None:
+        memo = kopf.Memo(metrics=self.metrics)
+        try:
+            asyncio.run(
+                run_operator(self.config, stop_flag=self.stop_flag, ready_flag=self.ready_flag, memo=memo)
+            )
+        except BaseException as exc:  # reported by start()/stop() in the test's thread
+            self.error = exc
+
+    async def start(self) -> None:
+        self.thread = threading.Thread(target=self._main, name="operator", daemon=True)
+        self.thread.start()
+        ready = await asyncio.to_thread(self.ready_flag.wait, 30)
+        if self.error is not None:
+            raise self.error
+        assert ready, "the operator did not become ready in 30s"
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    async def stop(self) -> None:
+        self.stop_flag.set()
+        if self.thread is not None:
+            await asyncio.to_thread(self.thread.join, 30)
+            assert not self.thread.is_alive(), "the operator did not stop in 30s"
+        if self.error is not None and not isinstance(self.error, asyncio.CancelledError):
+            raise self.error
+
+
+@dataclass
+class Operators:
+    kmock: Any
+    runs: list[OperatorRun] = field(default_factory=list)
+
+    def config(self, **changes: Any) -> OperatorConfig:
+        base = OperatorConfig(
+            namespaces=(NAMESPACE, "memoryguard-system"), standalone=True, api_server=str(self.kmock.url),
+            token_file=None, metrics_port=0, liveness_endpoint=None, cycle_seconds=1.0,
+            status_refresh_seconds=2.0, agent_timeout_seconds=1.0, agent_retries=1,
+        )  # fmt: skip
+        return base.replace(**changes)
+
+    async def start(self, **changes: Any) -> OperatorRun:
+        run = OperatorRun(self.config(**changes), OperatorMetrics())
+        self.runs.append(run)
+        await run.start()
+        return run
+
+
+@pytest.fixture
+async def operators(kmock: Any) -> AsyncIterator[Operators]:
+    ops = Operators(kmock)
+    try:
+        yield ops
+    finally:
+        for run in ops.runs:
+            if run.running:
+                await run.stop()
+
+
+async def eventually(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1) -> Any:
+    """Wait (without blocking the loop) until ``predicate()`` is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+__all__ = ["NAMESPACE", "Agent", "Agents", "Cluster", "MiB", "Operators", "eventually", "free_port"]

@@ -1,0 +1,230 @@
+"""The operator against KMock and the real agent process: restart, reclaim, dry-run, budgets
+across operator restarts, degraded agents, API errors, evictions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from tests.operator.conftest import NAMESPACE, Agents, Cluster, Operators, eventually
+from tests.operator.scenario import LIMIT_BYTES, Leak, deploy, guard_spec
+from tests.support.cgroup_tree import MiB
+
+from memoryguard import annotations as keys
+
+pytestmark = pytest.mark.slow
+
+
+def _ledger(cluster: Cluster, guard: str) -> list[dict]:
+    return list(cluster.guard(guard).get("status", {}).get("ledger") or [])
+
+
+def _condition(cluster: Cluster, guard: str, type_: str) -> dict | None:
+    conditions = cluster.guard(guard).get("status", {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+async def test_leaking_container_gets_its_deployment_restarted_before_the_limit(
+    cluster: Cluster, agents: Agents, operators: Operators
+) -> None:
+    agent = await agents.start("node-a")
+    cluster.add_agent_pod("node-a", agent.port)
+    web = deploy(cluster, agent, "web")
+    cluster.add_guard("web", guard_spec("web"))
+    await operators.start()
+
+    async with Leak(web).running() as leak:
+        patches = await eventually(lambda: cluster.restart_patches("web"), timeout=40)
+        patched_at = time.time()
+        assert patched_at < leak.limit_reached_at(), "the restart came after the container reached its limit"
+        await asyncio.sleep(3)  # a second patch would show up here
+
+    (patch,) = cluster.restart_patches("web")  # exactly one restart
+    template_annotations = patch.data["spec"]["template"]["metadata"]["annotations"]
+    assert template_annotations[keys.KUBECTL_RESTARTED_AT].endswith("Z")
+    assert template_annotations[keys.RESTARTED_AT] == template_annotations[keys.KUBECTL_RESTARTED_AT]
+    assert "grows" in template_annotations[keys.RESTART_REASON]
+    assert template_annotations[keys.RESTARTED_BY] == f"{NAMESPACE}/web"
+    stored = cluster.deployment("web")["spec"]["template"]["metadata"]["annotations"]
+    assert stored[keys.RESTART_ID] == template_annotations[keys.RESTART_ID]
+    assert patches[0].params.get("fieldManager") == keys.FIELD_MANAGER
+
+    (entry,) = [e for e in _ledger(cluster, "web") if e["action"] == "restart"]
+    assert entry["state"] == "done" and entry["id"] == template_annotations[keys.RESTART_ID]
+    assert entry["target"] == "deployment/web" and entry["dryRun"] is False if "dryRun" in entry else True
+    assert cluster.guard("web")["status"]["lastAction"].startswith("restart deployment/web")
+
+    pod_events = cluster.events("RestartTriggered", kind="Pod")
+    guard_events = cluster.events("RestartTriggered", kind="MemoryGuard")
+    assert pod_events and guard_events
+    assert "MiB" in pod_events[0]["message"] and "deployment/web" in pod_events[0]["message"]
+    assert cluster.events("MemoryAtRisk", kind="Pod"), "the pod was at risk before the restart"
+    names = [e["metadata"]["name"] for e in cluster.events()]
+    assert len(names) == len(set(names)), "every Event has its own name"
+
+
+async def test_page_cache_container_is_reclaimed_and_never_restarted(
+    cluster: Cluster, agents: Agents, operators: Operators
+) -> None:
+    agent = await agents.start("node-a")
+    cluster.add_agent_pod("node-a", agent.port)
+    cache = deploy(cluster, agent, "cache", anon_bytes=40 * MiB, file_bytes=20 * MiB)
+    # The fixture tree is plain files: give the container a memory.reclaim for the agent to write.
+    agent.tree.write_file(cache.pod_uid, cache.container_id, "memory.reclaim", "")
+    cluster.add_guard("cache", guard_spec("cache"))
+    await operators.start()
+
+    # Page cache fills the container to 95 % of its limit while anon stays flat.
+    for step in range(40):
+        file_bytes = min(int(0.95 * LIMIT_BYTES) - 40 * MiB - 512 * 1024, 20 * MiB + step * 8 * MiB)
+        cache.set(anon_bytes=40 * MiB, file_bytes=file_bytes, inactive_file_bytes=file_bytes * 3 // 4)
+        await asyncio.sleep(0.25)
+        if any(e["action"] == "reclaim" and e["state"] == "done" for e in _ledger(cluster, "cache")):
+            break
+    await eventually(
+        lambda: any(e["action"] == "reclaim" and e["state"] == "done" for e in _ledger(cluster, "cache")),
+        timeout=30,
+    )
+    written = (agent.tree.path(cache.pod_uid, cache.container_id) / "memory.reclaim").read_text()
+    assert written.strip(), "the agent wrote into the container's memory.reclaim"
+    (entry,) = [e for e in _ledger(cluster, "cache") if e["action"] == "reclaim"]
+    assert entry["target"] == f"pod/{cache.pod_name}/app"
+    assert cluster.events("Reclaimed", kind="Pod")
+    await asyncio.sleep(3)
+    assert cluster.restart_patches() == []
+
+
+async def test_dry_run_decides_records_and_posts_events_but_patches_nothing(
+    cluster: Cluster, agents: Agents, operators: Operators
+) -> None:
+    agent = await agents.start("node-a")
+    cluster.add_agent_pod("node-a", agent.port)
+    web = deploy(cluster, agent, "web")
+    cluster.add_guard("web", guard_spec("web", dryRun=True))
+    await operators.start()
+
+    async with Leak(web).running():
+        entries = await eventually(
+            lambda: [e for e in _ledger(cluster, "web") if e["action"] == "restart" and e["state"] == "done"],
+            timeout=40,
+        )
+        await asyncio.sleep(2)
+    assert entries[0]["dryRun"] is True
+    events = cluster.events("RestartTriggered", kind="Pod")
+    assert events and events[0]["message"].startswith("DRY-RUN: would restart deployment/web")
+    assert cluster.requests("PATCH", "apps/v1/deployments") == []
+    assert cluster.requests("POST", "v1/pods", subresource="eviction") == []
+    template = cluster.deployment("web")["spec"]["template"]["metadata"]
+    assert keys.RESTART_ID not in (template.get("annotations") or {})
+
+
+async def test_budget_holds_across_an_operator_restart_in_the_middle_of_a_leak(
+    cluster: Cluster, agents: Agents, operators: Operators
+) -> None:
+    agent = await agents.start("node-a")
+    cluster.add_agent_pod("node-a", agent.port)
+    web = deploy(cluster, agent, "web")
+    cluster.add_guard("web", guard_spec("web"))
+    first = await operators.start()
+
+    async with Leak(web, bytes_per_second=6 * MiB).running():
+        await eventually(lambda: cluster.restart_patches("web"), timeout=40)
+        await first.stop()
+        # The same leak goes on; a new operator with an empty memory takes over.
+        await operators.start()
+        blocked = await eventually(lambda: cluster.events("RestartBlocked", kind="Pod"), timeout=20)
+        await asyncio.sleep(3)
+
+    assert len(cluster.restart_patches("web")) == 1, "the budget in status held across the operator restart"
+    assert "cooldown" in blocked[0]["message"] or "budget" in blocked[0]["message"]
+    restarts = [e for e in _ledger(cluster, "web") if e["action"] == "restart"]
+    assert [e["state"] for e in restarts] == ["done"]
+
+
+async def test_unreachable_agent_gives_degraded_and_no_action_until_it_answers_again(
+    cluster: Cluster, agents: Agents, operators: Operators
+) -> None:
+    agent = await agents.start("node-a")
+    cluster.add_agent_pod("node-a", agent.port)
+    web = deploy(cluster, agent, "web")
+    cluster.add_guard("web", guard_spec("web"))
+    await operators.start()
+
+    async with Leak(web, bytes_per_second=6 * MiB).running() as leak:
+        await eventually(lambda: cluster.events("MemoryAtRisk", kind="Pod"), timeout=30)
+        await agents.stop(agent)
+        degraded = await eventually(
+            lambda: (c := _condition(cluster, "web", "Degraded")) and c["status"] == "True" and c, timeout=15
+        )
+        assert "node-a" in degraded["message"]
+        # Well past the point where the forecast would have asked for a restart:
+        await asyncio.sleep(max(0.0, leak.limit_reached_at() - 10 - time.time()) + 4)
+        assert cluster.restart_patches() == [], "no action on a node whose agent does not answer"
+        assert cluster.events("AgentsDegraded", kind="MemoryGuard")
+
+        await agents.launch(agent)
+        await eventually(lambda: cluster.restart_patches("web"), timeout=30)
+        await eventually(lambda: (c := _condition(cluster, "web", "Degraded")) and c["status"] == "False",
+                         timeout=10)  # fmt: skip
+
+
+@pytest.mark.parametrize("status", [409, 500])
+async def test_injected_api_errors_are_retried_without_a_double_restart(
+    cluster: Cluster, agents: Agents, operators: Operators, status: int
+) -> None:
+    agent = await agents.start("node-a")
+    cluster.add_agent_pod("node-a", agent.port)
+    web = deploy(cluster, agent, "web")
+    cluster.add_guard("web", guard_spec("web"))
+    kmock = cluster.kmock
+    # KMock stores a PATCH before it answers: the first write lands, its answer is an error.
+    kmock["patch", kmock.resource("apps/v1/deployments")][:1] << status
+    # The intent's status write fails once too: it must be retried by a later cycle, not lost.
+    (
+        kmock["patch", kmock.resource("memoryguard.io/v1alpha1/memoryguards"), kmock.subresource("status")][
+            :1
+        ]
+        << status
+    )
+    await operators.start()
+
+    async with Leak(web).running():
+        await eventually(
+            lambda: any(e["action"] == "restart" and e["state"] == "done" for e in _ledger(cluster, "web")),
+            timeout=40,
+        )
+        await asyncio.sleep(3)
+    patches = cluster.restart_patches("web")
+    assert len(patches) == 1, f"one restart patch despite the {status}: {len(patches)}"
+    deployment_reads = cluster.requests("GET", "apps/v1/deployments")
+    assert deployment_reads, "the retry read the workload back before patching again"
+
+
+async def test_bare_pod_is_evicted_and_a_disruption_budget_429_waits_with_an_event(
+    cluster: Cluster, agents: Agents, operators: Operators
+) -> None:
+    agent = await agents.start("node-a")
+    cluster.add_agent_pod("node-a", agent.port)
+    batch = deploy(cluster, agent, "batch", bare=True)
+    cluster.add_guard("batch", guard_spec("batch"))
+    kmock = cluster.kmock
+    evictions = kmock["post", kmock.resource("v1/pods"), kmock.subresource("eviction")]
+    too_many = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 429, "reason": "TooManyRequests",
+                "message": "Cannot evict pod as it would violate the pod's disruption budget."}  # fmt: skip
+    evictions[:1] << 429 << {"Retry-After": "2"} << too_many
+    evictions << 201 << {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}
+    await operators.start()
+
+    async with Leak(batch).running():
+        blocked = await eventually(lambda: cluster.events("EvictionBlocked", kind="Pod"), timeout=40)
+        assert "disruption budget" in blocked[0]["message"]
+        await eventually(lambda: cluster.events("Evicted", kind="Pod"), timeout=20)
+
+    posts = cluster.requests("POST", "v1/pods", subresource="eviction")
+    assert len(posts) == 2, "one refused eviction, then one retry after the Retry-After"
+    assert posts[0].name == "batch" and posts[0].data["kind"] == "Eviction"
+    assert posts[0].data["deleteOptions"]["preconditions"]["uid"] == batch.pod_uid
+    (entry,) = [e for e in _ledger(cluster, "batch") if e["action"] == "evict"]
+    assert entry["state"] == "done"
+    assert cluster.restart_patches() == []
