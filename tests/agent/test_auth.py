@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 
 import pytest
 from tests.support.review_stub import ACCESS_REVIEWS, TOKEN_REVIEWS, ReviewStub
@@ -213,3 +216,85 @@ def test_in_cluster_config_comes_from_the_service_environment(tmp_path):
 def test_in_cluster_config_outside_a_cluster_names_the_flags_to_use():
     with pytest.raises(auth.ConfigError, match="--api-server"):
         auth.ApiServer.in_cluster({})
+
+
+@pytest.fixture
+def server_cert(tmp_path):
+    """A self-signed certificate for 127.0.0.1 (its own CA), made with the openssl command."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl command not found (Debian package openssl)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return cert, context
+
+
+@pytest.fixture
+async def tls_stub(server_cert):
+    stub = ReviewStub()
+    stub.add_user("operator-token", OPERATOR)
+    await stub.start(ssl_context=server_cert[1])
+    yield stub
+    await stub.close()
+
+
+def _tls_authorizer(stub, tmp_path, clock, **api):
+    token_file = tmp_path / "token"
+    token_file.write_text(stub.agent_token)
+    return auth.Authorizer(
+        auth.Reviewer(auth.ApiServer(url=stub.url, token_file=token_file, **api)), clock=clock
+    )
+
+
+async def test_reviews_over_tls_trust_the_given_ca(tls_stub, server_cert, tmp_path, clock):
+    authorizer = _tls_authorizer(tls_stub, tmp_path, clock, ca_file=server_cert[0])
+    decision = await authorizer.decide("operator-token", auth.metrics_access())
+    await authorizer.close()
+    assert decision.outcome is auth.Outcome.DENIED  # answered over TLS
+    assert tls_stub.url.startswith("https://")
+
+
+async def test_reviews_over_tls_refuse_an_unknown_certificate(tls_stub, tmp_path, clock):
+    authorizer = _tls_authorizer(tls_stub, tmp_path, clock)  # system trust store only
+    with pytest.raises(auth.ReviewUnavailable, match="certificate"):
+        await authorizer.decide("operator-token", auth.metrics_access())
+    await authorizer.close()
+    assert tls_stub.requests == []
+
+
+async def test_reviews_over_tls_without_verification_when_told(tls_stub, tmp_path, clock):
+    authorizer = _tls_authorizer(tls_stub, tmp_path, clock, insecure=True)
+    decision = await authorizer.decide("operator-token", auth.metrics_access())
+    await authorizer.close()
+    assert decision.outcome is auth.Outcome.DENIED
+
+
+def test_missing_ca_file_is_a_configuration_error(tmp_path):
+    api = auth.ApiServer(
+        url="https://127.0.0.1:6443", token_file=tmp_path / "token", ca_file=tmp_path / "none.crt"
+    )
+    with pytest.raises(auth.ConfigError, match="api-ca-file"):
+        auth.Reviewer(api)

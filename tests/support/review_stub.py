@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +58,8 @@ class ReviewStub:
     def reviews(self, path: str) -> list[RecordedReview]:
         return [r for r in self.requests if r.path == path]
 
-    async def start(self) -> str:
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> str:
+        """Serve on a free localhost port (HTTPS with ``ssl_context``); the base URL."""
         app = web.Application()
         app.router.add_post(TOKEN_REVIEWS, self._token_review)
         app.router.add_post(ACCESS_REVIEWS, self._access_review)
@@ -66,9 +68,10 @@ class ReviewStub:
         await self._runner.setup()
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        site = web.SockSite(self._runner, sock)
+        site = web.SockSite(self._runner, sock, ssl_context=ssl_context)
         await site.start()
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
         return self.url
 
     async def close(self) -> None:

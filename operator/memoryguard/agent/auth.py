@@ -170,7 +170,10 @@ class Reviewer:
         self.api = api
         self.timeout_seconds = timeout_seconds
         self._session: aiohttp.ClientSession | None = None
-        self._ssl = api.ssl_setting()
+        try:
+            self._ssl = api.ssl_setting()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"api-ca-file {api.ca_file}: {exc}") from exc
 
     async def close(self) -> None:
         if self._session is not None:
