@@ -193,3 +193,34 @@ def test_agent_process_starts_on_this_machines_real_cgroup_v1(tmp_path):
     assert status == 200
     assert body["cgroup_version"] == 1
     assert health["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--root={empty}"], "no cgroup memory hierarchy"),
+        (["--root={root}", "--interval=10s", "--retention=5s"], "retention_seconds"),
+    ],
+    ids=["no-cgroup", "retention-below-interval"],
+)
+def test_agent_with_an_unusable_configuration_exits_2_saying_why(node, tmp_path, args, message):
+    tree = node[0]
+    (tmp_path / "empty").mkdir()
+    args = [a.format(empty=tmp_path / "empty", root=tree.root) for a in args]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "memoryguard.cli",
+            "agent",
+            "--insecure-no-auth",
+            "--listen=127.0.0.1:0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

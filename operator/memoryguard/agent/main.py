@@ -272,11 +272,19 @@ def _authorizer(args: argparse.Namespace, metrics: AgentMetrics) -> auth.Authori
 
 
 async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from memoryguard.agent.cgroup import NoMemoryCgroup
     from memoryguard.agent.sampler import Sampler
 
-    sampler = Sampler(
-        args.root, interval_seconds=args.interval, retention_seconds=args.retention, proc_root=args.proc_root
-    )
+    try:
+        sampler = Sampler(
+            args.root,
+            interval_seconds=args.interval,
+            retention_seconds=args.retention,
+            proc_root=args.proc_root,
+        )
+    except (NoMemoryCgroup, ValueError) as exc:
+        log.error("cannot sample: %s", exc)
+        return 2
     metrics = AgentMetrics(sampler)
     try:
         authorizer = _authorizer(args, metrics)

@@ -143,8 +143,12 @@ class AgentApi:
         except ApiError as exc:
             response = exc.response()
         except web.HTTPException as exc:  # aiohttp's own: 404 unknown path, 405, 413 while reading
-            field = "body" if exc.status == 413 else None
-            response = ApiError(exc.status, exc.reason, field, headers=_allow_header(exc)).response()
+            if exc.status == 413:
+                response = ApiError(
+                    413, f"body larger than {self.settings.max_body_bytes} bytes", "body"
+                ).response()
+            else:
+                response = ApiError(exc.status, exc.reason, headers=_allow_header(exc)).response()
         except TimeoutError:
             response = ApiError(
                 504, f"request took longer than {self.settings.request_timeout_seconds:g}s"
