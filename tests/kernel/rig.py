@@ -306,11 +306,14 @@ export MG_REPO={REPO_ROOT}
 node_setup {swap_mib}
 {"start_agent agent.log; export MG_AGENT=1" if agent else ""}
 log "node ready"
+scenario_pids=""
 for name in {" ".join(names)}; do
   mkdir -p "$name"
   (cd "$name" && . "$MG_REPO/tests/kernel/scenarios/$name.sh") >"$name/scenario.log" 2>&1 &
+  scenario_pids="$scenario_pids $!"
 done
-wait
+# Not a bare `wait`: the agent is a background job of this shell too.
+wait $scenario_pids
 log "all scenarios done"
 if [ -f agent.pid ]; then kill "$(cat agent.pid)"; fi
 dmesg >dmesg.log
