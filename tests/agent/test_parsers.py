@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from memoryguard.agent import cgroup, parsers
 from memoryguard.agent.parsers import ParseError
-from memoryguard.agent.reading import NONE, new_row, new_values
+from memoryguard.agent.reading import NONE, ROW_POS, new_row, new_values
 
 KEY = st.from_regex(r"[a-z][a-z0-9_]{0,24}", fullmatch=True)
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
@@ -254,5 +254,5 @@ def test_meminfo_never_raises(data):
 
 def test_reading_row_encodes_unknown_as_sentinel():
     row = new_row(new_values())
-    assert row[cgroup.ANON] == NONE
-    assert row[cgroup.OOM_KILL] == 0
+    assert row[ROW_POS[cgroup.ANON]] == NONE
+    assert row[ROW_POS[cgroup.OOM_KILL]] == 0

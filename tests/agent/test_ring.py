@@ -54,14 +54,14 @@ def test_a_row_round_trips_to_a_sample():
 def test_values_beyond_the_encoding_saturate_instead_of_wrapping():
     values = values_with(anon_bytes=2**50, file_bytes=0, pgmajfault=2**40)
     row = new_row(values)
-    assert row[reading.ANON] == reading.CEILING
-    assert row[reading.PGMAJFAULT] == reading.CEILING
+    assert row[reading.ROW_POS[reading.ANON]] == reading.CEILING
+    assert row[reading.ROW_POS[reading.PGMAJFAULT]] == reading.CEILING
 
 
 def test_default_capacity_is_five_fine_minutes_plus_coarse_rows_for_thirty():
     ring = SampleRing.for_retention(retention_seconds=1800, interval_seconds=1.0)
     assert ring.capacity == 300 + 150
-    assert ring.nbytes() == 450 * (8 + 4 * len(READING_FIELDS))
+    assert ring.nbytes() == 450 * (8 + 4 * reading.DENSE_WIDTH)  # nothing logged yet
 
 
 def test_full_ring_keeps_every_second_recently_and_every_tenth_before():
@@ -93,3 +93,26 @@ def test_a_short_retention_needs_no_coarse_tier():
     for t in range(100):
         ring.append(float(t), new_row(values_with(anon_bytes=0, file_bytes=0)))
     assert [r[0] for r in ring.rows()] == [float(t) for t in range(40, 100)]
+
+
+def test_rarely_changing_fields_are_logged_once_and_rows_see_them_as_they_were():
+    ring = SampleRing.for_retention(retention_seconds=1800, interval_seconds=1.0)
+    for t in range(600):
+        limit = 256 * 1024 * 1024 if t < 400 else 512 * 1024 * 1024
+        kills = 1 if t >= 500 else 0
+        ring.append(
+            float(t), new_row(values_with(anon_bytes=t * 4096, file_bytes=0, max_bytes=limit, oom_kill=kills))
+        )
+    assert len(ring._changes) == 3  # the first reading, the resize, the kill
+    by_t = {row[0]: Sample.from_dict(dict(zip(COLUMNS, row, strict=True))) for row in ring.rows()}
+    assert by_t[399.0].max_bytes == 256 * 1024 * 1024 and by_t[400.0].max_bytes == 512 * 1024 * 1024
+    assert by_t[499.0].oom_kill == 0 and by_t[500.0].oom_kill == 1
+    assert by_t[390.0].max_bytes == 256 * 1024 * 1024  # a coarse row keeps the values of its time
+
+
+def test_the_change_log_forgets_what_no_retained_row_needs():
+    ring = SampleRing(10, 0, 10.0)
+    for t in range(100):
+        ring.append(float(t), new_row(values_with(anon_bytes=0, file_bytes=0, oom_kill=t)))
+    assert len(ring._changes) == 10  # one per retained row, not one per append ever made
+    assert [row[READING_FIELDS.index("oom_kill") + 1] for row in ring.rows()] == list(range(90, 100))

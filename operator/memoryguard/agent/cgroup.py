@@ -29,8 +29,9 @@ max = ``limit_in_bytes`` (the ≥ 2**62 sentinel means unlimited), max events = 
 oom_kill from ``oom_control``; swap max = memsw limit − memory limit. v1 has no ``memory.high``,
 no OOM event count besides kills, and no per-cgroup PSI: those stay unknown.
 
-The latest raw bytes of ``memory.stat``, ``memory.events`` and friends are kept, and parsed
-into full dicts only when asked (the HTTP API, ``explain``), never in the tick.
+The latest bytes of ``memory.events``, ``memory.swap.events`` and ``memory.pressure`` are kept
+and parsed into full dicts only when asked (the HTTP API, ``/metrics``, ``explain``), never in
+the tick; the full ``memory.stat`` is read afresh when asked.
 
 Errors never escape a read: a cgroup that disappears is reported as vanished; a missing file,
 a permission error or a malformed line is counted in the caller's error counter by kind
@@ -68,6 +69,7 @@ from memoryguard.agent.reading import (
     PGMAJFAULT,
     PSI_FULL,
     PSI_SOME,
+    ROW_POS,
     SHIFTS,
     SHMEM,
     SWAP_CURRENT,
@@ -145,10 +147,10 @@ _STAT_AGAIN = "@memory.stat"
 def _store(probe: CgroupProbe, slot: int, value: int | None) -> None:
     probe.values[slot] = value
     if value is None:
-        probe.row[slot] = NONE
+        probe.row[ROW_POS[slot]] = NONE
     else:
         stored = value >> SHIFTS[slot]
-        probe.row[slot] = stored if stored <= CEILING else CEILING
+        probe.row[ROW_POS[slot]] = stored if stored <= CEILING else CEILING
 
 
 def _picker(keys: tuple[str, ...], slots: tuple[int, ...], raw_name: str | None) -> Applier:
@@ -159,7 +161,15 @@ def _picker(keys: tuple[str, ...], slots: tuple[int, ...], raw_name: str | None)
     measurable share of the tick. A property test pins it to ``pick_keys`` on arbitrary bytes.
     """
     targets = tuple(
-        (needle, size, slot, SHIFTS[slot], 0 if slot in COUNTERS else None, 0 if slot in COUNTERS else NONE)
+        (
+            needle,
+            size,
+            slot,
+            ROW_POS[slot],
+            SHIFTS[slot],
+            0 if slot in COUNTERS else None,
+            0 if slot in COUNTERS else NONE,
+        )
         for (needle, size), slot in zip(parsers.key_needles(keys), slots, strict=True)
     )
 
@@ -168,7 +178,7 @@ def _picker(keys: tuple[str, ...], slots: tuple[int, ...], raw_name: str | None)
         values = probe.values
         row = probe.row
         malformed = 0
-        for needle, size, slot, shift, unknown, unknown_stored in targets:
+        for needle, size, slot, pos, shift, unknown, unknown_stored in targets:
             start = buf.find(needle)
             if start >= 0:
                 start += size
@@ -178,11 +188,11 @@ def _picker(keys: tuple[str, ...], slots: tuple[int, ...], raw_name: str | None)
                 if value is not None:
                     values[slot] = value
                     stored = value >> shift
-                    row[slot] = stored if stored <= CEILING else CEILING
+                    row[pos] = stored if stored <= CEILING else CEILING
                     continue
                 malformed += 1
             values[slot] = unknown
-            row[slot] = unknown_stored
+            row[pos] = unknown_stored
         if raw_name is not None:
             probe.raw[raw_name] = data
         return malformed
@@ -191,11 +201,14 @@ def _picker(keys: tuple[str, ...], slots: tuple[int, ...], raw_name: str | None)
 
 
 def _count_into(slot: int) -> Applier:
+    pos = ROW_POS[slot]
+    shift = SHIFTS[slot]
+
     def apply(probe: CgroupProbe, data: bytes) -> int:
         value = parsers.parse_count(data)
         probe.values[slot] = value
-        stored = value >> SHIFTS[slot]
-        probe.row[slot] = stored if stored <= CEILING else CEILING
+        stored = value >> shift
+        probe.row[pos] = stored if stored <= CEILING else CEILING
         return 0
 
     return apply
@@ -261,7 +274,7 @@ V2_LAYOUT = Layout(
             ("memory.current", _count_into(CURRENT)),
             (
                 "memory.stat",
-                _picker(("anon", "file", "inactive_file"), (ANON, FILE, INACTIVE_FILE), "memory.stat"),
+                _picker(("anon", "file", "inactive_file"), (ANON, FILE, INACTIVE_FILE), None),
             ),
         ),
         MEDIUM: (
@@ -305,7 +318,7 @@ V1_LAYOUT = Layout(
                 _picker(
                     ("total_rss", "total_cache", "total_inactive_file"),
                     (ANON, FILE, INACTIVE_FILE),
-                    "memory.stat",
+                    None,
                 ),
             ),
         ),
@@ -339,6 +352,35 @@ def layout_for(version: int) -> Layout:
     raise ValueError(f"cgroup version must be 1 or 2, got {version!r}")
 
 
+Plan = tuple[tuple[str, str | None, Applier], ...]  # (file name, "/file name" or None, applier)
+_PLAN_CACHE: dict[tuple[int, frozenset[str]], dict[int, Plan]] = {}
+
+
+def _plans(layout: Layout, missing: frozenset[str]) -> dict[int, Plan]:
+    """One flat plan per combination of tiers, so a read is a single loop.
+
+    Shared by every probe with the same layout and missing files: hundreds of probes must
+    stay small, so none holds its own copy (nor its own path strings).
+    """
+    key = (layout.version, missing)
+    plans = _PLAN_CACHE.get(key)
+    if plans is None:
+        entries = {
+            tier: tuple(
+                (name, None if name.startswith("@") else f"/{name}", apply)
+                for name, apply in layout.tiers[tier]
+                if name not in missing
+            )
+            for tier in (FAST, MEDIUM, SLOW)
+        }
+        plans = {
+            mask: tuple(entry for tier in (FAST, MEDIUM, SLOW) if tier & mask for entry in entries[tier])
+            for mask in range(1, ALL_TIERS + 1)
+        }
+        _PLAN_CACHE[key] = plans
+    return plans
+
+
 class CgroupProbe:
     """One cgroup's memory files, read tier by tier into :attr:`values` and :attr:`row`.
 
@@ -357,35 +399,29 @@ class CgroupProbe:
         self.raw: dict[str, bytes] = {}
         self.extra: dict[str, int | None] = {}
         self.missing: set[str] = set()
-        self._plans: dict[int, tuple[tuple[str, str | None, Applier], ...]] = {}
-        self._plan()
+        self._plans = _plans(layout, frozenset())
 
     def _plan(self) -> None:
-        # One flat plan per combination of tiers, so a read is a single loop.
-        base = str(self.path)
-        for mask in range(1, ALL_TIERS + 1):
-            self._plans[mask] = tuple(
-                (name, None if name.startswith("@") else f"{base}/{name}", apply)
-                for tier in (FAST, MEDIUM, SLOW)
-                if tier & mask
-                for name, apply in self.layout.tiers[tier]
-                if name not in self.missing
-            )
+        self._plans = _plans(self.layout, frozenset(self.missing))
 
     def paths(self, tiers: int) -> list[str]:
         """The files a read of these tiers opens (what the benchmark's floor loop reads)."""
-        return [path for _, path, _ in self._plans[tiers] if path is not None] if tiers else []
+        if not tiers:
+            return []
+        return [self.path + suffix for _, suffix, _ in self._plans[tiers] if suffix is not None]
 
     def read(self, tiers: int, errors: MutableMapping[str, int]) -> bool:
         """Read the files of ``tiers``; False when the cgroup has vanished (nothing more to read)."""
-        for name, path, apply in self._plans[tiers]:
-            if path is None:
-                data = self.raw.get(name[1:])
-                if data is None:
+        stat = b""  # memory.stat as read by this call, for the entries that pick more of it
+        base = self.path
+        for name, suffix, apply in self._plans[tiers]:
+            if suffix is None:
+                if not stat:
                     continue
+                data = stat
             else:
                 try:
-                    fd = os.open(path, _OPEN_FLAGS)
+                    fd = os.open(base + suffix, _OPEN_FLAGS)
                     try:
                         data = os.read(fd, _READ_SIZE)
                     finally:
@@ -396,6 +432,8 @@ class CgroupProbe:
                     if kind == "vanished":
                         return False
                     continue
+                if name == "memory.stat":
+                    stat = data
             try:
                 malformed = apply(self, data)
             except ParseError:
@@ -427,7 +465,11 @@ class CgroupProbe:
     # --- full dicts, parsed on demand from the raw bytes of the last read ---------------------
 
     def stat(self) -> dict[str, int]:
-        return _parsed_flat(self.raw.get("memory.stat"))
+        """Every memory.stat key, read now (~1.7 KiB is not worth keeping for every cgroup)."""
+        try:
+            return parsers.parse_flat_keyed(read_file(f"{self.path}/memory.stat"))[0]
+        except OSError:
+            return {}
 
     def events(self) -> dict[str, int]:
         if self.layout.version == 2:

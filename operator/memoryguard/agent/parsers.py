@@ -181,6 +181,7 @@ def psi_hundredths(data: bytes, kind: bytes) -> int | None:
     """``avg10`` of the ``some`` or ``full`` line in hundredths of a percent, for the tick.
 
     The kernel prints two decimals, so hundredths are exact and fit a compact integer column.
+    Agrees with :func:`parse_pressure` on what the kernel writes (a property test pins that).
     """
     needle = kind + b" avg10="
     start = data.find(needle)
@@ -190,8 +191,14 @@ def psi_hundredths(data: bytes, kind: bytes) -> int | None:
     end = data.find(b" ", start)
     if end < 0:
         return None
-    value = _percent(data[start:end])
-    return None if value is None else round(value * 100)
+    whole, dot, frac = data[start:end].partition(b".")
+    if not dot or not whole.isdigit() or not frac.isdigit() or len(whole) > 3 or len(frac) > 6:
+        return None
+    if len(frac) <= 2:
+        value = int(whole) * 100 + int(frac.ljust(2, b"0"))
+    else:  # more decimals than the kernel prints: round as parse_pressure's float would
+        value = round(float(whole + dot + frac) * 100)
+    return value if value <= 10000 else None
 
 
 def parse_meminfo(data: bytes) -> tuple[dict[str, int], int]:

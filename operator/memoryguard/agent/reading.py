@@ -3,9 +3,10 @@
 A reading is a list laid out like :class:`memoryguard.engine.model.Sample` without the time
 (:data:`READING_FIELDS`). Bytes and counters are ints, ``psi_*`` are hundredths of a percent
 (exact: the kernel prints two decimals), ``alive`` is 0/1; None means unknown, or ``max`` for
-the limits. Every reading also has an encoded twin, a ``uint32`` row that the probe keeps up to
-date field by field as it reads files, so appending to a ring copies 80 bytes instead of
-converting twenty Python ints every tick:
+the limits. Every reading also has an encoded twin, a ``uint32`` row (fields in
+:data:`ROW_SLOTS` order: those that change every tick first) that the probe keeps up to date
+field by field as it reads files, so appending to a ring copies 80 bytes instead of converting
+twenty Python ints every tick:
 
 - bytes are stored in KiB (the kernel counts pages; only byte-granular kernel counters lose
   anything), which caps a stored size at 4 TiB;
@@ -46,6 +47,28 @@ PSI_SOME = _INDEX["psi_some_avg10"]
 PSI_FULL = _INDEX["psi_full_avg10"]
 ALIVE = _INDEX["alive"]
 
+# Row layout: the fields that move from tick to tick first, then those that rarely change
+# (limits, event counters, alive), which the ring keeps as a change log instead of per row.
+DENSE_SLOTS = (
+    ANON,
+    FILE,
+    INACTIVE_FILE,
+    ACTIVE_FILE,
+    SHMEM,
+    KERNEL,
+    CURRENT,
+    SWAP_CURRENT,
+    PGMAJFAULT,
+    PSI_SOME,
+    PSI_FULL,
+)
+SPARSE_SLOTS = (MAX, HIGH, SWAP_MAX, OOM_KILL, OOM_EVENTS, HIGH_EVENTS, MAX_EVENTS, SWAP_FAIL_EVENTS, ALIVE)
+ROW_SLOTS = DENSE_SLOTS + SPARSE_SLOTS  # row[i] holds the field READING_FIELDS[ROW_SLOTS[i]]
+if sorted(ROW_SLOTS) != list(range(WIDTH)):
+    raise AssertionError("every Sample field must be either dense or sparse in a row")
+ROW_POS = tuple(ROW_SLOTS.index(slot) for slot in range(WIDTH))  # where field ``slot`` sits in a row
+DENSE_WIDTH = len(DENSE_SLOTS)
+
 # Sample fields that are plain ints (0 when the kernel does not say) rather than optional.
 COUNTERS = frozenset((OOM_KILL, OOM_EVENTS, HIGH_EVENTS, MAX_EVENTS, SWAP_FAIL_EVENTS, PGMAJFAULT))
 # Right shift applied before storing: bytes become KiB.
@@ -65,7 +88,8 @@ def new_values() -> list[Any]:
 
 
 def new_row(values: Sequence[Any]) -> array[int]:
-    return array("I", [encode(slot, value) for slot, value in enumerate(values)])
+    """The encoded row of a reading, in :data:`ROW_SLOTS` order."""
+    return array("I", [encode(slot, values[slot]) for slot in ROW_SLOTS])
 
 
 def encode(slot: int, value: int | None) -> int:
@@ -79,17 +103,17 @@ def encode(slot: int, value: int | None) -> int:
 
 
 def decode(t_seconds: float, row: Sequence[int]) -> list[Any]:
-    """A stored row back as ``[t_seconds, *values]`` in Sample units (bytes, percent, bool)."""
-    out: list[Any] = [t_seconds]
-    for slot, (stored, shift) in enumerate(zip(row, SHIFTS, strict=True)):
+    """A stored row back as ``[t_seconds, *values]`` in Sample order and units (bytes, percent, bool)."""
+    out: list[Any] = [t_seconds, *([None] * WIDTH)]
+    for stored, slot in zip(row, ROW_SLOTS, strict=True):
         if stored == NONE:
-            out.append(None)
-        elif slot in (PSI_SOME, PSI_FULL):
-            out.append(stored / 100)
+            continue
+        if slot in (PSI_SOME, PSI_FULL):
+            out[slot + 1] = stored / 100
         elif slot == ALIVE:
-            out.append(bool(stored))
+            out[slot + 1] = bool(stored)
         else:
-            out.append(stored << shift)
+            out[slot + 1] = stored << SHIFTS[slot]
     return out
 
 

@@ -1,17 +1,22 @@
 """Bounded sample history of one cgroup, compact enough for hundreds of containers.
 
 500 containers × 30 minutes × 1 Hz is 900 000 samples: as Python objects that would be
-hundreds of MiB. A :class:`SampleRing` stores rows in ``array.array`` instead — ``t`` as a
-float64 and every other field as the uint32 encoding of ``reading.py`` (bytes in KiB, PSI in
-hundredths of a percent, counters as they are, a sentinel for unknown/unlimited) — in two tiers:
+hundreds of MiB, and the whole agent must stay under 60 MiB. A :class:`SampleRing` stores the
+encoded rows of ``reading.py`` in ``array.array`` buffers instead (bytes in KiB, PSI in
+hundredths of a percent, a sentinel for unknown/unlimited), split by how often fields change:
 
-- a **fine** tier keeps every sample of the last ``fine_capacity`` ticks (5 minutes by default);
-- a **coarse** tier keeps one sample per ``coarse_step_seconds`` (10 s) of what falls out of
-  the fine tier, for the rest of the retention (30 minutes).
+- the eleven fields that move every tick (anon, file, the file lists, shmem, kernel,
+  usage, swap, major faults, PSI) are stored per row with a float64 time, in two tiers:
+  a **fine** tier with every sample of the last ``fine_capacity`` ticks (5 minutes by
+  default), and a **coarse** tier that keeps one row per ``coarse_step_seconds`` (10 s) of
+  what falls out of the fine tier, for the rest of the retention (30 minutes);
+- the nine that rarely change (limits, event counters, alive) are kept as a **change log**:
+  a new entry only when one of them differs from the last entry.
 
-Rows are real samples (decimated, never averaged), so a window over both tiers is an
-irregularly spaced series: every row at 1 s for the last 5 minutes, every 10th before. With
-the defaults a full ring is 450 rows × 88 bytes ≈ 39 KiB per container.
+Rows read back are real samples (decimated, never averaged): every second for the last 5
+minutes, every 10 s before, each with the rarely-changing fields as they were at its time.
+With the defaults a full ring is 450 rows × 52 bytes ≈ 23 KiB per container, plus a few
+change-log entries (44 bytes each).
 
 Stored byte counts are truncated to whole KiB; the exact latest reading is kept by the
 sampler's probe, not here.
@@ -24,25 +29,27 @@ from array import array
 from collections.abc import Iterator
 from typing import Any
 
-from memoryguard.agent.reading import READING_FIELDS, WIDTH, decode
+from memoryguard.agent.reading import DENSE_WIDTH, READING_FIELDS, WIDTH, decode
 
 COLUMNS: tuple[str, ...] = ("t_seconds", *READING_FIELDS)
 
-_WIDTH = WIDTH
-_ZERO_ROW = bytes(4 * _WIDTH)
+_SPARSE_WIDTH = WIDTH - DENSE_WIDTH
 
 
 class _Tier:
+    """A circular buffer of (time, dense row)."""
+
     __slots__ = ("capacity", "count", "head", "times", "values")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.times = array("d", bytes(8 * capacity))
-        self.values = array("I", _ZERO_ROW * capacity)
+        # Repetition allocates each buffer once (no temporary object of the same size).
+        self.times = array("d", [0.0]) * capacity
+        self.values = array("I", [0]) * (capacity * DENSE_WIDTH)
         self.head = 0  # index of the oldest row
         self.count = 0
 
-    def push(self, t_seconds: float, row: array[int]) -> None:
+    def push(self, t_seconds: float, dense: array[int]) -> None:
         """Append a row, overwriting the oldest when full."""
         slot = (self.head + self.count) % self.capacity
         if self.count == self.capacity:
@@ -50,12 +57,11 @@ class _Tier:
         else:
             self.count += 1
         self.times[slot] = t_seconds
-        start = slot * _WIDTH
-        self.values[start : start + _WIDTH] = row
+        start = slot * DENSE_WIDTH
+        self.values[start : start + DENSE_WIDTH] = dense
 
-    def last_t(self) -> float | None:
-        if self.count == 0:
-            return None
+    def newest(self) -> float:
+        """Time of the newest row (the tier must not be empty)."""
         return self.times[(self.head + self.count - 1) % self.capacity]
 
     def rows(self, after_seconds: float) -> Iterator[tuple[float, array[int]]]:
@@ -63,20 +69,52 @@ class _Tier:
             slot = (self.head + i) % self.capacity
             t = self.times[slot]
             if t > after_seconds:
-                start = slot * _WIDTH
-                yield t, self.values[start : start + _WIDTH]
+                start = slot * DENSE_WIDTH
+                yield t, self.values[start : start + DENSE_WIDTH]
+
+
+class _ChangeLog:
+    """(time, sparse fields) entries, one per change of the sparse fields."""
+
+    __slots__ = ("last", "times", "values")
+
+    def __init__(self) -> None:
+        self.times = array("d")
+        self.values = array("I")
+        self.last: array[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def add(self, t_seconds: float, sparse: array[int]) -> None:
+        self.times.append(t_seconds)
+        self.values.extend(sparse)
+        self.last = sparse
+
+    def forget_before(self, t_seconds: float) -> None:
+        """Drop entries no row needs: all but the last one at or before ``t_seconds``."""
+        drop = 0
+        while drop + 1 < len(self.times) and self.times[drop + 1] <= t_seconds:
+            drop += 1
+        if drop:
+            del self.times[:drop]
+            del self.values[: drop * _SPARSE_WIDTH]
+
+    def entry(self, index: int) -> array[int]:
+        return self.values[index * _SPARSE_WIDTH : (index + 1) * _SPARSE_WIDTH]
 
 
 class SampleRing:
     """Every sample of the last ``fine_capacity`` appends, then one per ``coarse_step_seconds``."""
 
-    __slots__ = ("_coarse", "_fine", "coarse_step_seconds")
+    __slots__ = ("_changes", "_coarse", "_fine", "coarse_step_seconds")
 
     def __init__(self, fine_capacity: int, coarse_capacity: int, coarse_step_seconds: float) -> None:
         if fine_capacity < 1 or coarse_capacity < 0:
             raise ValueError("fine_capacity must be ≥ 1 and coarse_capacity ≥ 0")
         self._fine = _Tier(fine_capacity)
         self._coarse = _Tier(coarse_capacity)
+        self._changes = _ChangeLog()
         self.coarse_step_seconds = coarse_step_seconds
 
     @classmethod
@@ -103,29 +141,60 @@ class SampleRing:
         return self._fine.capacity + self._coarse.capacity
 
     def append(self, t_seconds: float, row: array[int]) -> None:
-        """Store one encoded reading (``reading.new_row``, a probe's ``row``) taken at ``t_seconds``."""
+        """Store one encoded reading (a probe's ``row``: ``reading.ROW_SLOTS`` order) at ``t_seconds``."""
+        # Runs for every container every tick: the tier pushes are written out here.
         fine = self._fine
         coarse = self._coarse
-        if fine.count == fine.capacity and coarse.capacity:
-            # The oldest fine row is about to go: keep it if it is a coarse step after the last kept.
+        capacity = fine.capacity
+        slot = (fine.head + fine.count) % capacity
+        if fine.count == capacity:
+            # The oldest fine row is about to be overwritten: keep it in the coarse tier if it
+            # is a coarse step (less 5 % for timer jitter) after the last row kept there.
             oldest_t = fine.times[fine.head]
-            last = coarse.last_t()
-            # 5 % slack, so rows a hair under the step apart (timer jitter) still count.
-            if last is None or oldest_t - last >= self.coarse_step_seconds * 0.95:
-                start = fine.head * _WIDTH
-                coarse.push(oldest_t, fine.values[start : start + _WIDTH])
-        fine.push(t_seconds, row)
+            if coarse.capacity and (
+                not coarse.count or oldest_t - coarse.newest() >= self.coarse_step_seconds * 0.95
+            ):
+                start = fine.head * DENSE_WIDTH
+                coarse.push(oldest_t, fine.values[start : start + DENSE_WIDTH])
+            fine.head = (fine.head + 1) % capacity
+        else:
+            fine.count += 1
+        fine.times[slot] = t_seconds
+        start = slot * DENSE_WIDTH
+        fine.values[start : start + DENSE_WIDTH] = row[:DENSE_WIDTH]
+        changes = self._changes
+        sparse = row[DENSE_WIDTH:]
+        if sparse != changes.last:
+            changes.add(t_seconds, sparse)
+        if len(changes.times) > 1:
+            changes.forget_before(coarse.times[coarse.head] if coarse.count else fine.times[fine.head])
 
     def rows(self, after_seconds: float = -math.inf) -> list[list[Any]]:
         """Rows with ``t_seconds > after_seconds``, oldest first, as ``[t_seconds, *values]``."""
-        out = [decode(t, row) for t, row in self._coarse.rows(after_seconds)]
-        out.extend(decode(t, row) for t, row in self._fine.rows(after_seconds))
+        changes = self._changes
+        count = len(changes)
+        out: list[list[Any]] = []
+        if not count:  # nothing appended yet
+            return out
+        index = 0
+        sparse = changes.entry(0)
+        for tier in (self._coarse, self._fine):
+            for t, dense in tier.rows(after_seconds):
+                if index + 1 < count and changes.times[index + 1] <= t:
+                    while index + 1 < count and changes.times[index + 1] <= t:
+                        index += 1
+                    sparse = changes.entry(index)
+                out.append(decode(t, dense + sparse))
         return out
 
     def nbytes(self) -> int:
-        """Memory held by the row buffers (for reporting)."""
-        return sum(
-            tier.times.buffer_info()[1] * tier.times.itemsize
-            + tier.values.buffer_info()[1] * tier.values.itemsize
-            for tier in (self._fine, self._coarse)
+        """Memory held by the buffers (for reporting)."""
+        arrays = (
+            self._fine.times,
+            self._fine.values,
+            self._coarse.times,
+            self._coarse.values,
+            self._changes.times,
+            self._changes.values,
         )
+        return sum(a.buffer_info()[1] * a.itemsize for a in arrays)
