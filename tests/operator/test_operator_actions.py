@@ -225,6 +225,7 @@ async def test_bare_pod_is_evicted_and_a_disruption_budget_429_waits_with_an_eve
     assert len(posts) == 2, "one refused eviction, then one retry after the Retry-After"
     assert posts[0].name == "batch" and posts[0].data["kind"] == "Eviction"
     assert posts[0].data["deleteOptions"]["preconditions"]["uid"] == batch.pod_uid
-    (entry,) = [e for e in _ledger(cluster, "batch") if e["action"] == "evict"]
-    assert entry["state"] == "done"
+    await eventually(
+        lambda: [e["state"] for e in _ledger(cluster, "batch") if e["action"] == "evict"] == ["done"], timeout=10
+    )
     assert cluster.restart_patches() == []
