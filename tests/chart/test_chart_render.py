@@ -107,8 +107,9 @@ def test_watched_namespaces_get_role_bindings_and_namespaced_peerings() -> None:
     assert "--namespace=shop" in args and "--namespace=web" in args
     # The release namespace too: the operator finds the agents by watching pods there.
     assert "--namespace=memoryguard" in args
-    assert {o["metadata"]["namespace"] for o in by_kind(objects, "RoleBinding")} == {"shop", "web", "memoryguard"}
-    assert {o["metadata"]["namespace"] for o in by_kind(objects, "KopfPeering")} == {"shop", "web", "memoryguard"}
+    served = {"shop", "web", "memoryguard"}
+    assert {o["metadata"]["namespace"] for o in by_kind(objects, "RoleBinding")} == served
+    assert {o["metadata"]["namespace"] for o in by_kind(objects, "KopfPeering")} == served
     assert not by_kind(objects, "ClusterKopfPeering")
     # Namespaced rules must not be granted cluster-wide when namespaces are listed.
     bound = {o["roleRef"]["name"] for o in by_kind(objects, "ClusterRoleBinding")}
