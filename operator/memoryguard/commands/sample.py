@@ -198,16 +198,17 @@ def _proc_status() -> dict[str, int]:
 
 def _text(r: dict[str, Any]) -> str:
     ms = 1000.0
+    tick, floor = r["tick_seconds"], r["floor_tick_seconds"]
     rss = r["rss_bytes"]
     lines = [
         f"{r['containers']} containers in {r['pods']} pods (cgroup v{r['cgroup_version']}), "
         f"{r['ticks']} ticks, {r['files_per_tick']:.0f} files per tick",
-        f"tick   median {r['tick_seconds']['median'] * ms:.2f} ms  p90 {r['tick_seconds']['p90'] * ms:.2f} ms  "
-        f"max {r['tick_seconds']['max'] * ms:.2f} ms",
-        f"floor  median {r['floor_tick_seconds']['median'] * ms:.2f} ms  "
-        f"ratio {r['ratio_median_to_floor']:.2f} (CPU ratio {r['ratio_median_cpu_to_floor_cpu']:.2f})",
-        f"CPU {r['cpu_seconds_per_tick'] * ms:.2f} ms per tick = {r['cpu_share_of_one_core_at_1hz'] * 100:.2f} % "
-        f"of one core at 1 Hz",
+        f"tick   median {tick['median'] * ms:.2f} ms  p90 {tick['p90'] * ms:.2f} ms  "
+        f"max {tick['max'] * ms:.2f} ms",
+        f"floor  median {floor['median'] * ms:.2f} ms  ratio {r['ratio_median_to_floor']:.2f} "
+        f"(CPU ratio {r['ratio_median_cpu_to_floor_cpu']:.2f})",
+        f"CPU {r['cpu_seconds_per_tick'] * ms:.2f} ms per tick = "
+        f"{r['cpu_share_of_one_core_at_1hz'] * 100:.2f} % of one core at 1 Hz",
         f"RSS {rss / 2**20:.1f} MiB" if rss else "RSS unknown",
         f"rings {r['ring_bytes'] / 2**20:.1f} MiB ({'filled' if r['rings_filled'] else 'not filled'})",
         f"errors {r['errors']}",
