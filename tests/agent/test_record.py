@@ -6,12 +6,12 @@ import csv
 import io
 
 import pytest
+from tests.support.cgroup_tree import CgroupTree, MiB
 
 from memoryguard import cli
 from memoryguard.agent.cgroup import V1_LAYOUT, V2_LAYOUT, CgroupProbe
 from memoryguard.commands import record as rec
 from memoryguard.traces import parse_trace
-from tests.support.cgroup_tree import MiB, CgroupTree
 
 
 class FakeTime:
@@ -101,7 +101,7 @@ def test_stops_after_linger_once_no_process_is_left(tmp_path):
         if step == 3:
             tree.set(pod.uid, cid, procs=())
 
-    text, rows, reason = record_rows(tree, pod.uid, cid, FakeTime(workload), linger=2)
+    text, _rows, reason = record_rows(tree, pod.uid, cid, FakeTime(workload), linger=2)
     alive = [s.alive for s in parse_trace(text).samples]
     assert reason == "no process left in the cgroup"
     assert alive == [True, True, True, False, False, False]
