@@ -168,6 +168,8 @@ class Agent:
     tree: CgroupTree
     process: asyncio.subprocess.Process | None = None
     log_path: Path | None = None
+    # None: --insecure-no-auth; else the agent's review arguments (--api-server …)
+    auth: tuple[str, ...] | None = None
 
     @property
     def url(self) -> str:
@@ -183,10 +185,11 @@ class Agents:
     started: list[Agent] = field(default_factory=list)
 
     async def start(self, node: str, *, interval: str = "1s", extra: tuple[str, ...] = (),
-                    version: int = 2) -> Agent:  # fmt: skip
+                    version: int = 2, auth: tuple[str, ...] | None = None) -> Agent:  # fmt: skip
         root = self.tmp_path / f"cgroup-{node}"
         tree = CgroupTree(root, version=version, driver="systemd")
-        agent = Agent(node=node, port=free_port(), tree=tree, log_path=self.tmp_path / f"agent-{node}.log")
+        agent = Agent(node=node, port=free_port(), tree=tree, log_path=self.tmp_path / f"agent-{node}.log",
+                      auth=auth)  # fmt: skip
         await self.launch(agent, interval=interval, extra=extra)
         self.started.append(agent)
         return agent
@@ -197,7 +200,8 @@ class Agents:
         agent.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "memoryguard.cli", "agent", "--root", str(agent.tree.root),
             "--proc-root", str(self.tmp_path / "proc"), "--listen", f"127.0.0.1:{agent.port}",
-            "--node-name", agent.node, "--interval", interval, "--insecure-no-auth", *extra,
+            "--node-name", agent.node, "--interval", interval,
+            *(agent.auth if agent.auth is not None else ("--insecure-no-auth",)), *extra,
             stdout=log, stderr=log, cwd=REPO, env={**os.environ, "PYTHONPATH": os.pathsep.join(
                 filter(None, [str(REPO / "operator"), os.environ.get("PYTHONPATH")]))},
         )  # fmt: skip
