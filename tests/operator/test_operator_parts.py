@@ -1,0 +1,186 @@
+"""The operator's pure parts, table-driven: rollout checks, selectors, the pod index model,
+history thinning, the bounded ledger, when status is worth writing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from memoryguard.controller.cycle import agent_endpoint
+from memoryguard.controller.history import ContainerHistory
+from memoryguard.controller.ledger import DONE, INTENT, Entry, Ledger, action_id, rfc3339
+from memoryguard.controller.owners import cannot_roll, rollout_in_progress
+from memoryguard.controller.pods import Selector, pod_info
+from memoryguard.controller.settings import OperatorConfig
+from memoryguard.controller.status import StatusWriter
+from memoryguard.engine.model import Sample
+
+MiB = 1024 * 1024
+
+
+def _deployment(generation: int = 2, **status: Any) -> dict[str, Any]:
+    base = {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}
+    return {"kind": "Deployment", "metadata": {"generation": generation}, "spec": {"replicas": 3},
+            "status": base | status}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("workload", "expected"),
+    [
+        pytest.param(_deployment(), None, id="deployment-complete"),
+        pytest.param(_deployment(generation=3), "not yet observed generation 3", id="deployment-new-generation"),
+        pytest.param(_deployment(updatedReplicas=1), "1 of 3 replicas updated", id="deployment-updating"),
+        pytest.param(_deployment(replicas=4), "1 old replicas pending termination", id="deployment-old-pods"),
+        pytest.param(_deployment(availableReplicas=2), "2 of 3 updated replicas available", id="deployment-unavailable"),
+        pytest.param({"kind": "StatefulSet", "metadata": {"generation": 1}, "spec": {"replicas": 2},
+                      "status": {"observedGeneration": 1, "updatedReplicas": 2, "readyReplicas": 2,
+                                 "currentRevision": "a", "updateRevision": "a"}}, None, id="statefulset-complete"),
+        pytest.param({"kind": "StatefulSet", "metadata": {"generation": 1}, "spec": {"replicas": 2},
+                      "status": {"observedGeneration": 1, "updatedReplicas": 2, "readyReplicas": 2,
+                                 "currentRevision": "a", "updateRevision": "b"}},
+                     "update revision is not yet the current", id="statefulset-revision"),
+        pytest.param({"kind": "StatefulSet", "metadata": {"generation": 1},
+                      "spec": {"replicas": 4, "updateStrategy": {"rollingUpdate": {"partition": 2}}},
+                      "status": {"observedGeneration": 1, "updatedReplicas": 2, "readyReplicas": 4}},
+                     None, id="statefulset-partition-done"),
+        pytest.param({"kind": "DaemonSet", "metadata": {"generation": 5}, "spec": {},
+                      "status": {"observedGeneration": 5, "desiredNumberScheduled": 4,
+                                 "updatedNumberScheduled": 3, "numberAvailable": 4}},
+                     "3 of 4 pods updated", id="daemonset-updating"),
+    ],
+)  # fmt: skip
+def test_rollout_in_progress_follows_kubectl_rollout_status(workload: dict[str, Any], expected: str | None) -> None:
+    reason = rollout_in_progress(workload)
+    if expected is None:
+        assert reason is None
+    else:
+        assert reason is not None and expected in reason
+
+
+@pytest.mark.parametrize(
+    ("workload", "fragment"),
+    [
+        pytest.param({"kind": "StatefulSet", "spec": {"updateStrategy": {"type": "OnDelete"}}}, "OnDelete", id="sts"),
+        pytest.param({"kind": "DaemonSet", "spec": {"updateStrategy": {"type": "OnDelete"}}}, "OnDelete", id="ds"),
+        pytest.param({"kind": "Deployment", "spec": {"paused": True}}, "paused", id="paused"),
+        pytest.param({"kind": "Deployment", "spec": {}}, None, id="rollable"),
+    ],
+)
+def test_workloads_a_template_annotation_cannot_restart_are_named(workload: dict, fragment: str | None) -> None:
+    reason = cannot_roll(workload)
+    assert (reason is None) if fragment is None else (reason is not None and fragment in reason)
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "matches"),
+    [
+        pytest.param({"matchLabels": {"app": "web"}}, {"app": "web", "x": "y"}, True, id="labels"),
+        pytest.param({"matchLabels": {"app": "web"}}, {"app": "api"}, False, id="labels-differ"),
+        pytest.param({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]},
+                     {"tier": "b"}, True, id="in"),
+        pytest.param({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]},
+                     {}, True, id="notin-absent"),
+        pytest.param({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, {}, False, id="exists"),
+        pytest.param({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, {"tier": "a"}, False,
+                     id="does-not-exist"),
+        pytest.param({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "canary", "operator": "DoesNotExist"}]},
+                     {"app": "web", "canary": "1"}, False, id="anded"),
+        pytest.param({}, {"app": "web"}, False, id="empty-selects-nothing"),
+    ],
+)  # fmt: skip
+def test_label_selector(selector: dict, labels: dict, matches: bool) -> None:
+    assert Selector.from_spec(selector).matches(labels) is matches
+
+
+def test_unknown_selector_operator_is_an_error_naming_the_field() -> None:
+    with pytest.raises(ValueError, match=r"spec.selector.matchExpressions\[tier\].operator"):
+        Selector.from_spec({"matchExpressions": [{"key": "tier", "operator": "Gt"}]})
+
+
+def test_pod_index_entry_keeps_ids_limits_heap_caps_and_the_controller() -> None:
+    cid = "a" * 64
+    pod = pod_info(
+        "shop", "web-1", "uid-1",
+        {"labels": {"app": "web"}, "ownerReferences": [
+            {"kind": "ReplicaSet", "name": "web-abc", "uid": "rs", "controller": True},
+            {"kind": "Other", "name": "x", "uid": "o"}]},
+        {"nodeName": "node-a", "containers": [
+            {"name": "app", "args": ["node", "server.js"], "resources": {"limits": {"memory": "512Mi"}},
+             "env": [{"name": "NODE_OPTIONS", "value": "--max-old-space-size=256"},
+                     {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
+            {"name": "sidecar", "image": "x"}]},
+        {"phase": "Running", "containerStatuses": [{"name": "app", "containerID": f"containerd://{cid}"}]},
+    )  # fmt: skip
+    assert pod.running and pod.node == "node-a"
+    assert pod.owner is not None and (pod.owner.kind, pod.owner.name) == ("ReplicaSet", "web-abc")
+    app, sidecar = pod.containers
+    assert app.container_id == cid and app.limit_bytes == 512 * MiB
+    assert app.heap_limit_bytes == 256 * MiB
+    assert sidecar.container_id is None and sidecar.limit_bytes is None
+
+
+def _sample(t: float, anon: int = 10 * MiB, oom_kill: int = 0) -> Sample:
+    return Sample(t_seconds=t, anon_bytes=anon, file_bytes=0, max_bytes=256 * MiB, oom_kill=oom_kill)
+
+
+def test_history_keeps_recent_samples_dense_and_older_ones_thinned() -> None:
+    history = ContainerHistory(dense_seconds=60, step_seconds=5)
+    history.extend([_sample(float(t)) for t in range(600)], keep_seconds=600)
+    times = [s.t_seconds for s in history.window(600)]
+    assert times[-60:] == [float(t) for t in range(540, 600)]  # the last minute at full rate
+    older = [t for t in times if t < 599 - 60]  # beyond the dense minute
+    assert all(b - a >= 5 for a, b in zip(older, older[1:], strict=False))
+    assert len(history) < 60 + 600 / 5 + 2
+
+
+def test_history_ignores_repeated_rows_and_forgets_beyond_the_window() -> None:
+    history = ContainerHistory(dense_seconds=30, step_seconds=0)
+    history.extend([_sample(float(t)) for t in range(100)], keep_seconds=50)
+    history.extend([_sample(float(t)) for t in range(90, 101)], keep_seconds=50)
+    times = [s.t_seconds for s in history.window(1000)]
+    assert times == [float(t) for t in range(50, 101)]
+
+
+def test_history_starts_over_when_the_cgroup_was_recreated() -> None:
+    history = ContainerHistory(dense_seconds=30, step_seconds=0)
+    history.extend([_sample(float(t), oom_kill=2) for t in range(10)], keep_seconds=60)
+    history.extend([_sample(10.0, oom_kill=0)], keep_seconds=60)
+    assert [s.t_seconds for s in history.window(60)] == [10.0]
+
+
+def test_ledger_stays_bounded_but_never_drops_an_unresolved_intent() -> None:
+    ledger = Ledger(size=3)
+    ledger.add(Entry(id="keep", time=rfc3339(0), action="restart", target="deployment/web"))
+    for i in range(5):
+        ledger.add(Entry(id=f"r{i}", time=rfc3339(i), action="reclaim", target="pod/p/c", state=DONE))
+    assert [e.id for e in ledger.entries] == ["keep", "r3", "r4"]
+    assert [e.id for e in ledger.pending()] == ["keep"] and ledger.entries[0].state == INTENT
+    resolved = ledger.resolve("keep", DONE, message="ok", finished_seconds=10)
+    assert resolved is not None and resolved.finishedTime == "1970-01-01T00:00:10Z"
+    roundtrip = Ledger.from_status(ledger.to_status(), size=3)
+    assert roundtrip.entries == ledger.entries
+
+
+def test_action_ids_differ_per_target_and_time() -> None:
+    ids = {action_id("g", "restart", target, t) for target in ("deployment/a", "deployment/b") for t in (1.0, 1.001)}
+    assert len(ids) == 4 and all(len(i) <= 63 for i in ids)
+
+
+def test_status_is_written_on_change_and_otherwise_at_the_refresh_interval() -> None:
+    writer = StatusWriter(refresh_seconds=10)
+    status = {"podsAtRisk": 1, "atRisk": [{"pod": "p", "container": "c", "verdict": "anon_growth", "usedPercent": 80}]}
+    assert writer.due(status, now_seconds=0)
+    writer.written(status, now_seconds=0)
+    moved = {**status, "atRisk": [{**status["atRisk"][0], "usedPercent": 81}]}
+    assert not writer.due(moved, now_seconds=5), "a number moving is not worth a write"
+    assert writer.due(moved, now_seconds=10)
+    assert writer.due({**status, "podsAtRisk": 2}, now_seconds=1), "a count changing is"
+
+
+def test_agent_address_comes_from_the_template() -> None:
+    config = OperatorConfig(agent_url_template="http://127.0.0.1:9000/{node}", agent_port=9732)
+    assert agent_endpoint(config, "10.1.2.3", "node-7", "agent-x", None).url == "http://127.0.0.1:9000/node-7"
+    default = OperatorConfig()
+    assert agent_endpoint(default, "10.1.2.3", "node-7", "agent-x", 9999).url == "http://10.1.2.3:9999"
+    assert agent_endpoint(default, "10.1.2.3", "node-7", "agent-x", None).url == "http://10.1.2.3:9732"
