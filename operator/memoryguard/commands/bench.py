@@ -286,7 +286,8 @@ def render_table(traces: Sequence[Trace], scores: dict[str, PolicyScore], lead: 
     lines = [header, "-" * len(header)]
     for i, trace in enumerate(traces):
         failure = scores[names[0]].traces[i].failure
-        fails = f"{failure.t_seconds:.0f}s" if failure else "safe"
+        # Relative to the first row: recorders may write wall-clock seconds.
+        fails = f"{failure.t_seconds - trace.samples[0].t_seconds:.0f}s" if failure else "safe"
         cells = "  ".join(f"{_cell(scores[n].traces[i]):<24}" for n in names)
         lines.append(f"{trace.name:<{width}}  {fails:>9}  {cells}")
     lines.append("")

@@ -77,6 +77,8 @@ class Cgroup:
     # Hot file pages the process cannot run without (its own text, hot data): squeezing the
     # cache below this makes every access a refault.
     file_min_bytes: int = 2 * MIB
+    # How fast the workload can pull files into the cache (disk or network throughput).
+    read_bytes_per_second: int = 32 * MIB
     anon: int = 0  # resident anon
     swap: int = 0
     active_file: int = 0
@@ -124,7 +126,7 @@ class Cgroup:
         # Page cache grows toward what the workload reads.
         wanted_file = pages(file_want)
         if wanted_file > self.file:
-            grow = wanted_file - self.file
+            grow = min(wanted_file - self.file, self.read_bytes_per_second)
             self.active_file += pages(grow * active_share)
             self.inactive_file += grow - pages(grow * active_share)
         elif wanted_file < self.file:
@@ -181,6 +183,13 @@ class Cgroup:
             refault = int(missing / PAGE * 0.05) + self.rng.randint(0, 3)
             stall += min(0.5, missing / (64 * MIB))
         self.pgmajfault += refault
+        # The kernel keeps the inactive list from running dry under reclaim: it deactivates
+        # active pages until the lists are back near the workload's own balance.
+        target_inactive = pages(self.file * (1 - active_share))
+        if self.inactive_file < target_inactive:
+            move = min(self.active_file, pages((target_inactive - self.inactive_file) / 2))
+            self.active_file -= move
+            self.inactive_file += move
         self.throttle = min(1.0, stall) if self.alive else 0.0
         stall_percent = 100.0 * min(1.0, stall * (0.9 + 0.2 * self.rng.random()))
         self.psi = self.psi * PSI_DECAY + stall_percent * (1 - PSI_DECAY)
@@ -523,7 +532,7 @@ SPECS: tuple[Spec, ...] = (
         112,
         900,
         "streaming reads; MemoryQoS memory.high 256 MiB holds page cache there, memory.max 512 MiB",
-        lambda rng: Cgroup(rng, 512 * MIB, high_bytes=256 * MIB),
+        lambda rng: Cgroup(rng, 512 * MIB, high_bytes=256 * MIB, read_bytes_per_second=12 * MIB),
         cache_at_high,
     ),
     Spec(
