@@ -54,67 +54,150 @@ class Cluster:
     def _meta(self, name: str, namespace: str = NAMESPACE, **extra: Any) -> dict[str, Any]:
         # KMock assigns no resourceVersion, uid or generation: Kopf's finalizer patch needs the first.
         self._rv += 1
-        return {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()), "resourceVersion": str(self._rv),
-                **extra}  # fmt: skip
+        return {
+            "name": name,
+            "namespace": namespace,
+            "uid": str(uuid.uuid4()),
+            "resourceVersion": str(self._rv),
+            **extra,
+        }
 
     def add_guard(self, name: str, spec: dict[str, Any], namespace: str = NAMESPACE) -> dict[str, Any]:
-        body = {"apiVersion": "memoryguard.io/v1alpha1", "kind": "MemoryGuard",
-                "metadata": self._meta(name, namespace, generation=1), "spec": spec}  # fmt: skip
+        body = {
+            "apiVersion": "memoryguard.io/v1alpha1",
+            "kind": "MemoryGuard",
+            "metadata": self._meta(name, namespace, generation=1),
+            "spec": spec,
+        }
         self.kmock.objects[GUARDS, namespace, name] = body
         return body
 
-    def add_deployment(self, name: str, labels: dict[str, str], *, replicas: int = 1,
-                       status: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> tuple[dict, dict]:  # fmt: skip
+    def add_deployment(
+        self,
+        name: str,
+        labels: dict[str, str],
+        *,
+        replicas: int = 1,
+        status: dict[str, Any] | None = None,
+        namespace: str = NAMESPACE,
+    ) -> tuple[dict, dict]:
         deployment = {
-            "apiVersion": "apps/v1", "kind": "Deployment",
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
             "metadata": self._meta(name, namespace, generation=1, labels=labels),
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "app", "image": "x"}]}}},
-            "status": status if status is not None else {
-                "observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas,
-                "readyReplicas": replicas, "availableReplicas": replicas},
-        }  # fmt: skip
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "app", "image": "x"}]},
+                },
+            },
+            "status": status
+            if status is not None
+            else {
+                "observedGeneration": 1,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+            },
+        }
         replicaset_name = f"{name}-7d9f8b6c5"
         replicaset = {
-            "apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "metadata": self._meta(replicaset_name, namespace, labels=labels, ownerReferences=[
-                {"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
-                 "uid": deployment["metadata"]["uid"], "controller": True}]),
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": deployment["spec"]["template"]},
-        }  # fmt: skip
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": self._meta(
+                replicaset_name,
+                namespace,
+                labels=labels,
+                ownerReferences=[
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": name,
+                        "uid": deployment["metadata"]["uid"],
+                        "controller": True,
+                    }
+                ],
+            ),
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": deployment["spec"]["template"],
+            },
+        }
         self.kmock.objects["apps/v1/deployments", namespace, name] = deployment
         self.kmock.objects["apps/v1/replicasets", namespace, replicaset_name] = replicaset
         return deployment, replicaset
 
-    def add_pod(self, name: str, *, uid: str, node: str, labels: dict[str, str], containers: dict[str, str],
-                limit: str = "256Mi", owner: dict[str, Any] | None = None, namespace: str = NAMESPACE,
-                args: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    def add_pod(
+        self,
+        name: str,
+        *,
+        uid: str,
+        node: str,
+        labels: dict[str, str],
+        containers: dict[str, str],
+        limit: str = "256Mi",
+        owner: dict[str, Any] | None = None,
+        namespace: str = NAMESPACE,
+        args: list[str] | None = None,
+    ) -> dict[str, Any]:
         """A running pod; ``containers`` maps container names to their runtime IDs."""
         meta = self._meta(name, namespace, labels=labels)
         meta["uid"] = uid
         if owner is not None:
             meta["ownerReferences"] = [{"apiVersion": "apps/v1", "controller": True, **owner}]
         pod = {
-            "apiVersion": "v1", "kind": "Pod", "metadata": meta,
-            "spec": {"nodeName": node, "containers": [
-                {"name": cname, "image": "x", "args": args or [], "resources": {"limits": {"memory": limit}}}
-                for cname in containers]},
-            "status": {"phase": "Running", "podIP": "10.0.0.1", "containerStatuses": [
-                {"name": cname, "containerID": f"containerd://{cid}", "ready": True, "restartCount": 0,
-                 "image": "x", "imageID": "x"} for cname, cid in containers.items()]},
-        }  # fmt: skip
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta,
+            "spec": {
+                "nodeName": node,
+                "containers": [
+                    {
+                        "name": cname,
+                        "image": "x",
+                        "args": args or [],
+                        "resources": {"limits": {"memory": limit}},
+                    }
+                    for cname in containers
+                ],
+            },
+            "status": {
+                "phase": "Running",
+                "podIP": "10.0.0.1",
+                "containerStatuses": [
+                    {
+                        "name": cname,
+                        "containerID": f"containerd://{cid}",
+                        "ready": True,
+                        "restartCount": 0,
+                        "image": "x",
+                        "imageID": "x",
+                    }
+                    for cname, cid in containers.items()
+                ],
+            },
+        }
         self.kmock.objects["v1/pods", namespace, name] = pod
         return pod
 
     def add_agent_pod(self, node: str, port: int, namespace: str = "memoryguard-system") -> dict[str, Any]:
         name = f"memoryguard-agent-{node}"
         pod = {
-            "apiVersion": "v1", "kind": "Pod", "metadata": self._meta(name, namespace, labels=dict(AGENT_LABELS)),
-            "spec": {"nodeName": node, "containers": [
-                {"name": "agent", "image": "x", "ports": [{"name": "api", "containerPort": port}]}]},
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": self._meta(name, namespace, labels=dict(AGENT_LABELS)),
+            "spec": {
+                "nodeName": node,
+                "containers": [
+                    {"name": "agent", "image": "x", "ports": [{"name": "api", "containerPort": port}]}
+                ],
+            },
             "status": {"phase": "Running", "podIP": "127.0.0.1"},
-        }  # fmt: skip
+        }
         self.kmock.objects["v1/pods", namespace, name] = pod
         return pod
 
@@ -123,23 +206,26 @@ class Cluster:
     def requests(self, method: str, resource: str, *, subresource: str | None = None) -> list[Any]:
         wanted = kmock.resource(resource)
         return [
-            r for r in list(self.kmock)
+            r
+            for r in list(self.kmock)
             if r.method == method.upper() and r.resource == wanted and r.subresource == subresource
-        ]  # fmt: skip
+        ]
 
     def restart_patches(self, name: str | None = None) -> list[Any]:
         return [
-            r for r in self.requests("PATCH", "apps/v1/deployments")
-            if (name is None or r.name == name)
-            and "memoryguard.io/restart-id" in str(r.data)
-        ]  # fmt: skip
+            r
+            for r in self.requests("PATCH", "apps/v1/deployments")
+            if (name is None or r.name == name) and "memoryguard.io/restart-id" in str(r.data)
+        ]
 
     def events(self, reason: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
         found = [r.data for r in self.requests("POST", "v1/events")]
         return [
-            e for e in found if (reason is None or e.get("reason") == reason)
+            e
+            for e in found
+            if (reason is None or e.get("reason") == reason)
             and (kind is None or e.get("involvedObject", {}).get("kind") == kind)
-        ]  # fmt: skip
+        ]
 
     def guard(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
         return dict(self.kmock.objects[GUARDS, namespace, name].raw)
@@ -152,9 +238,13 @@ class Cluster:
 def cluster(kmock: kmock.KubernetesEmulator) -> Cluster:
     kmock.resources.load_bundled()
     kmock.resources[GUARDS] = {
-        "kind": "MemoryGuard", "singular": "memoryguard", "namespaced": True, "shortnames": {"mg"},
-        "verbs": {"get", "list", "watch", "create", "patch", "update", "delete"}, "subresources": {"status"},
-    }  # fmt: skip
+        "kind": "MemoryGuard",
+        "singular": "memoryguard",
+        "namespaced": True,
+        "shortnames": {"mg"},
+        "verbs": {"get", "list", "watch", "create", "patch", "update", "delete"},
+        "subresources": {"status"},
+    }
     return Cluster(kmock)
 
 
@@ -184,12 +274,20 @@ class Agents:
     tmp_path: Path
     started: list[Agent] = field(default_factory=list)
 
-    async def start(self, node: str, *, interval: str = "1s", extra: tuple[str, ...] = (),
-                    version: int = 2, auth: tuple[str, ...] | None = None) -> Agent:  # fmt: skip
+    async def start(
+        self,
+        node: str,
+        *,
+        interval: str = "1s",
+        extra: tuple[str, ...] = (),
+        version: int = 2,
+        auth: tuple[str, ...] | None = None,
+    ) -> Agent:
         root = self.tmp_path / f"cgroup-{node}"
         tree = CgroupTree(root, version=version, driver="systemd")
-        agent = Agent(node=node, port=free_port(), tree=tree, log_path=self.tmp_path / f"agent-{node}.log",
-                      auth=auth)  # fmt: skip
+        agent = Agent(
+            node=node, port=free_port(), tree=tree, log_path=self.tmp_path / f"agent-{node}.log", auth=auth
+        )
         await self.launch(agent, interval=interval, extra=extra)
         self.started.append(agent)
         return agent
@@ -198,13 +296,32 @@ class Agents:
         assert agent.log_path is not None
         log = agent.log_path.open("ab")
         agent.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "memoryguard.cli", "agent", "--root", str(agent.tree.root),
-            "--proc-root", str(self.tmp_path / "proc"), "--listen", f"127.0.0.1:{agent.port}",
-            "--node-name", agent.node, "--interval", interval,
-            *(agent.auth if agent.auth is not None else ("--insecure-no-auth",)), *extra,
-            stdout=log, stderr=log, cwd=REPO, env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(REPO / "operator"), os.environ.get("PYTHONPATH")]))},
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "memoryguard.cli",
+            "agent",
+            "--root",
+            str(agent.tree.root),
+            "--proc-root",
+            str(self.tmp_path / "proc"),
+            "--listen",
+            f"127.0.0.1:{agent.port}",
+            "--node-name",
+            agent.node,
+            "--interval",
+            interval,
+            *(agent.auth if agent.auth is not None else ("--insecure-no-auth",)),
+            *extra,
+            stdout=log,
+            stderr=log,
+            cwd=REPO,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(REPO / "operator"), os.environ.get("PYTHONPATH")])
+                ),
+            },
+        )
         deadline = time.monotonic() + 20
         async with aiohttp.ClientSession() as session:
             while True:
@@ -296,10 +413,17 @@ class Operators:
 
     def config(self, **changes: Any) -> OperatorConfig:
         base = OperatorConfig(
-            namespaces=(NAMESPACE, "memoryguard-system"), standalone=True, api_server=str(self.kmock.url),
-            token_file=None, metrics_port=0, liveness_endpoint=None, cycle_seconds=1.0,
-            status_refresh_seconds=2.0, agent_timeout_seconds=1.0, agent_retries=1,
-        )  # fmt: skip
+            namespaces=(NAMESPACE, "memoryguard-system"),
+            standalone=True,
+            api_server=str(self.kmock.url),
+            token_file=None,
+            metrics_port=0,
+            liveness_endpoint=None,
+            cycle_seconds=1.0,
+            status_refresh_seconds=2.0,
+            agent_timeout_seconds=1.0,
+            agent_retries=1,
+        )
         return base.replace(**changes)
 
     async def start(self, **changes: Any) -> OperatorRun:

@@ -28,9 +28,16 @@ class GuardedWorkload:
         self.agent.tree.set(self.pod_uid, self.container_id, **values)
 
 
-def deploy(cluster: Cluster, agent: Agent, name: str, *, bare: bool = False,
-           deployment_status: dict | None = None, anon_bytes: int = 60 * MiB,
-           file_bytes: int = 10 * MiB) -> GuardedWorkload:  # fmt: skip
+def deploy(
+    cluster: Cluster,
+    agent: Agent,
+    name: str,
+    *,
+    bare: bool = False,
+    deployment_status: dict | None = None,
+    anon_bytes: int = 60 * MiB,
+    file_bytes: int = 10 * MiB,
+) -> GuardedWorkload:
     """A workload with one pod on ``agent``'s node, its container in the agent's cgroup tree."""
     pod = agent.tree.add_pod(qos="burstable", containers=1, max_bytes=LIMIT_BYTES)
     container_id = pod.containers[-1]
@@ -45,8 +52,9 @@ def deploy(cluster: Cluster, agent: Agent, name: str, *, bare: bool = False,
             "uid": replicaset["metadata"]["uid"],
         }
     pod_name = name if bare else f"{name}-7d9f8b6c5-x1y2z"
-    cluster.add_pod(pod_name, uid=pod.uid, node=agent.node, labels=labels, containers={"app": container_id},
-                    owner=owner)  # fmt: skip
+    cluster.add_pod(
+        pod_name, uid=pod.uid, node=agent.node, labels=labels, containers={"app": container_id}, owner=owner
+    )
     return GuardedWorkload(
         name=name, agent=agent, pod_uid=pod.uid, container_id=container_id, pod_name=pod_name
     )

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from tests.operator.conftest import Agents, Cluster, Operators, eventually
 from tests.operator.scenario import Leak, deploy, guard_spec
 from tests.support.review_stub import ACCESS_REVIEWS, TOKEN_REVIEWS, ReviewStub
@@ -36,8 +35,18 @@ def _agent_auth(stub: ReviewStub, tmp_path: Path) -> tuple[str, ...]:
 def _grant_operator(stub: ReviewStub, node: str) -> None:
     stub.add_user("operator-token", OPERATOR_USER)
     for subresource, verb in (("samples", "get"), ("actions", "create")):
-        stub.grant(OPERATOR_USER, {"resourceAttributes": {
-            "group": "memoryguard.io", "resource": "agents", "subresource": subresource, "verb": verb, "name": node}})  # fmt: skip
+        stub.grant(
+            OPERATOR_USER,
+            {
+                "resourceAttributes": {
+                    "group": "memoryguard.io",
+                    "resource": "agents",
+                    "subresource": subresource,
+                    "verb": verb,
+                    "name": node,
+                }
+            },
+        )
 
 
 async def test_operator_token_is_reviewed_by_the_agent_and_the_restart_goes_through(
@@ -58,8 +67,13 @@ async def test_operator_token_is_reviewed_by_the_agent_and_the_restart_goes_thro
     token_reviews = reviews.reviews(TOKEN_REVIEWS)
     assert token_reviews and {r.spec["token"] for r in token_reviews} == {"operator-token"}
     access = [r.spec.get("resourceAttributes", {}) for r in reviews.reviews(ACCESS_REVIEWS)]
-    assert {"group": "memoryguard.io", "resource": "agents", "subresource": "samples", "verb": "get",
-            "name": "node-a"}.items() <= access[0].items()  # fmt: skip
+    assert {
+        "group": "memoryguard.io",
+        "resource": "agents",
+        "subresource": "samples",
+        "verb": "get",
+        "name": "node-a",
+    }.items() <= access[0].items()
     assert all(r.spec.get("user") == OPERATOR_USER for r in reviews.reviews(ACCESS_REVIEWS))
 
 
@@ -77,9 +91,15 @@ async def test_a_token_the_agent_rejects_makes_the_guard_degraded_and_does_nothi
 
     async with Leak(web).running():
         condition = await eventually(
-            lambda: next((c for c in (cluster.guard("web").get("status", {}).get("conditions") or [])
-                          if c["type"] == "Degraded" and c["status"] == "True"), None),
+            lambda: next(
+                (
+                    c
+                    for c in (cluster.guard("web").get("status", {}).get("conditions") or [])
+                    if c["type"] == "Degraded" and c["status"] == "True"
+                ),
+                None,
+            ),
             timeout=20,
-        )  # fmt: skip
+        )
     assert "401" in condition["message"]
     assert cluster.restart_patches() == []

@@ -165,8 +165,9 @@ async def test_unreachable_agent_gives_degraded_and_no_action_until_it_answers_a
 
         await agents.launch(agent)
         await eventually(lambda: cluster.restart_patches("web"), timeout=30)
-        await eventually(lambda: (c := _condition(cluster, "web", "Degraded")) and c["status"] == "False",
-                         timeout=10)  # fmt: skip
+        await eventually(
+            lambda: (c := _condition(cluster, "web", "Degraded")) and c["status"] == "False", timeout=10
+        )
 
 
 @pytest.mark.parametrize("status", [409, 500])
@@ -210,8 +211,14 @@ async def test_bare_pod_is_evicted_and_a_disruption_budget_429_waits_with_an_eve
     cluster.add_guard("batch", guard_spec("batch"))
     kmock = cluster.kmock
     evictions = kmock["post", kmock.resource("v1/pods"), kmock.subresource("eviction")]
-    too_many = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 429, "reason": "TooManyRequests",
-                "message": "Cannot evict pod as it would violate the pod's disruption budget."}  # fmt: skip
+    too_many = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": 429,
+        "reason": "TooManyRequests",
+        "message": "Cannot evict pod as it would violate the pod's disruption budget.",
+    }
     evictions[:1] << 429 << {"Retry-After": "2"} << too_many
     evictions << 201 << {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}
     await operators.start()
@@ -226,6 +233,7 @@ async def test_bare_pod_is_evicted_and_a_disruption_budget_429_waits_with_an_eve
     assert posts[0].name == "batch" and posts[0].data["kind"] == "Eviction"
     assert posts[0].data["deleteOptions"]["preconditions"]["uid"] == batch.pod_uid
     await eventually(
-        lambda: [e["state"] for e in _ledger(cluster, "batch") if e["action"] == "evict"] == ["done"], timeout=10
+        lambda: [e["state"] for e in _ledger(cluster, "batch") if e["action"] == "evict"] == ["done"],
+        timeout=10,
     )
     assert cluster.restart_patches() == []

@@ -3,6 +3,7 @@ history thinning, the bounded ledger, when status is worth writing."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -21,36 +22,88 @@ MiB = 1024 * 1024
 
 def _deployment(generation: int = 2, **status: Any) -> dict[str, Any]:
     base = {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}
-    return {"kind": "Deployment", "metadata": {"generation": generation}, "spec": {"replicas": 3},
-            "status": base | status}  # fmt: skip
+    return {
+        "kind": "Deployment",
+        "metadata": {"generation": generation},
+        "spec": {"replicas": 3},
+        "status": base | status,
+    }
 
 
 @pytest.mark.parametrize(
     ("workload", "expected"),
     [
         pytest.param(_deployment(), None, id="deployment-complete"),
-        pytest.param(_deployment(generation=3), "not yet observed generation 3", id="deployment-new-generation"),
+        pytest.param(
+            _deployment(generation=3), "not yet observed generation 3", id="deployment-new-generation"
+        ),
         pytest.param(_deployment(updatedReplicas=1), "1 of 3 replicas updated", id="deployment-updating"),
         pytest.param(_deployment(replicas=4), "1 old replicas pending termination", id="deployment-old-pods"),
-        pytest.param(_deployment(availableReplicas=2), "2 of 3 updated replicas available", id="deployment-unavailable"),
-        pytest.param({"kind": "StatefulSet", "metadata": {"generation": 1}, "spec": {"replicas": 2},
-                      "status": {"observedGeneration": 1, "updatedReplicas": 2, "readyReplicas": 2,
-                                 "currentRevision": "a", "updateRevision": "a"}}, None, id="statefulset-complete"),
-        pytest.param({"kind": "StatefulSet", "metadata": {"generation": 1}, "spec": {"replicas": 2},
-                      "status": {"observedGeneration": 1, "updatedReplicas": 2, "readyReplicas": 2,
-                                 "currentRevision": "a", "updateRevision": "b"}},
-                     "update revision is not yet the current", id="statefulset-revision"),
-        pytest.param({"kind": "StatefulSet", "metadata": {"generation": 1},
-                      "spec": {"replicas": 4, "updateStrategy": {"rollingUpdate": {"partition": 2}}},
-                      "status": {"observedGeneration": 1, "updatedReplicas": 2, "readyReplicas": 4}},
-                     None, id="statefulset-partition-done"),
-        pytest.param({"kind": "DaemonSet", "metadata": {"generation": 5}, "spec": {},
-                      "status": {"observedGeneration": 5, "desiredNumberScheduled": 4,
-                                 "updatedNumberScheduled": 3, "numberAvailable": 4}},
-                     "3 of 4 pods updated", id="daemonset-updating"),
+        pytest.param(
+            _deployment(availableReplicas=2), "2 of 3 updated replicas available", id="deployment-unavailable"
+        ),
+        pytest.param(
+            {
+                "kind": "StatefulSet",
+                "metadata": {"generation": 1},
+                "spec": {"replicas": 2},
+                "status": {
+                    "observedGeneration": 1,
+                    "updatedReplicas": 2,
+                    "readyReplicas": 2,
+                    "currentRevision": "a",
+                    "updateRevision": "a",
+                },
+            },
+            None,
+            id="statefulset-complete",
+        ),
+        pytest.param(
+            {
+                "kind": "StatefulSet",
+                "metadata": {"generation": 1},
+                "spec": {"replicas": 2},
+                "status": {
+                    "observedGeneration": 1,
+                    "updatedReplicas": 2,
+                    "readyReplicas": 2,
+                    "currentRevision": "a",
+                    "updateRevision": "b",
+                },
+            },
+            "update revision is not yet the current",
+            id="statefulset-revision",
+        ),
+        pytest.param(
+            {
+                "kind": "StatefulSet",
+                "metadata": {"generation": 1},
+                "spec": {"replicas": 4, "updateStrategy": {"rollingUpdate": {"partition": 2}}},
+                "status": {"observedGeneration": 1, "updatedReplicas": 2, "readyReplicas": 4},
+            },
+            None,
+            id="statefulset-partition-done",
+        ),
+        pytest.param(
+            {
+                "kind": "DaemonSet",
+                "metadata": {"generation": 5},
+                "spec": {},
+                "status": {
+                    "observedGeneration": 5,
+                    "desiredNumberScheduled": 4,
+                    "updatedNumberScheduled": 3,
+                    "numberAvailable": 4,
+                },
+            },
+            "3 of 4 pods updated",
+            id="daemonset-updating",
+        ),
     ],
-)  # fmt: skip
-def test_rollout_in_progress_follows_kubectl_rollout_status(workload: dict[str, Any], expected: str | None) -> None:
+)
+def test_rollout_in_progress_follows_kubectl_rollout_status(
+    workload: dict[str, Any], expected: str | None
+) -> None:
     reason = rollout_in_progress(workload)
     if expected is None:
         assert reason is None
@@ -61,13 +114,19 @@ def test_rollout_in_progress_follows_kubectl_rollout_status(workload: dict[str, 
 @pytest.mark.parametrize(
     ("workload", "fragment"),
     [
-        pytest.param({"kind": "StatefulSet", "spec": {"updateStrategy": {"type": "OnDelete"}}}, "OnDelete", id="sts"),
-        pytest.param({"kind": "DaemonSet", "spec": {"updateStrategy": {"type": "OnDelete"}}}, "OnDelete", id="ds"),
+        pytest.param(
+            {"kind": "StatefulSet", "spec": {"updateStrategy": {"type": "OnDelete"}}}, "OnDelete", id="sts"
+        ),
+        pytest.param(
+            {"kind": "DaemonSet", "spec": {"updateStrategy": {"type": "OnDelete"}}}, "OnDelete", id="ds"
+        ),
         pytest.param({"kind": "Deployment", "spec": {"paused": True}}, "paused", id="paused"),
         pytest.param({"kind": "Deployment", "spec": {}}, None, id="rollable"),
     ],
 )
-def test_workloads_a_template_annotation_cannot_restart_are_named(workload: dict, fragment: str | None) -> None:
+def test_workloads_a_template_annotation_cannot_restart_are_named(
+    workload: dict, fragment: str | None
+) -> None:
     reason = cannot_roll(workload)
     assert (reason is None) if fragment is None else (reason is not None and fragment in reason)
 
@@ -77,18 +136,37 @@ def test_workloads_a_template_annotation_cannot_restart_are_named(workload: dict
     [
         pytest.param({"matchLabels": {"app": "web"}}, {"app": "web", "x": "y"}, True, id="labels"),
         pytest.param({"matchLabels": {"app": "web"}}, {"app": "api"}, False, id="labels-differ"),
-        pytest.param({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]},
-                     {"tier": "b"}, True, id="in"),
-        pytest.param({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]},
-                     {}, True, id="notin-absent"),
+        pytest.param(
+            {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]},
+            {"tier": "b"},
+            True,
+            id="in",
+        ),
+        pytest.param(
+            {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]},
+            {},
+            True,
+            id="notin-absent",
+        ),
         pytest.param({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, {}, False, id="exists"),
-        pytest.param({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, {"tier": "a"}, False,
-                     id="does-not-exist"),
-        pytest.param({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "canary", "operator": "DoesNotExist"}]},
-                     {"app": "web", "canary": "1"}, False, id="anded"),
+        pytest.param(
+            {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]},
+            {"tier": "a"},
+            False,
+            id="does-not-exist",
+        ),
+        pytest.param(
+            {
+                "matchLabels": {"app": "web"},
+                "matchExpressions": [{"key": "canary", "operator": "DoesNotExist"}],
+            },
+            {"app": "web", "canary": "1"},
+            False,
+            id="anded",
+        ),
         pytest.param({}, {"app": "web"}, False, id="empty-selects-nothing"),
     ],
-)  # fmt: skip
+)
 def test_label_selector(selector: dict, labels: dict, matches: bool) -> None:
     assert Selector.from_spec(selector).matches(labels) is matches
 
@@ -101,17 +179,33 @@ def test_unknown_selector_operator_is_an_error_naming_the_field() -> None:
 def test_pod_index_entry_keeps_ids_limits_heap_caps_and_the_controller() -> None:
     cid = "a" * 64
     pod = pod_info(
-        "shop", "web-1", "uid-1",
-        {"labels": {"app": "web"}, "ownerReferences": [
-            {"kind": "ReplicaSet", "name": "web-abc", "uid": "rs", "controller": True},
-            {"kind": "Other", "name": "x", "uid": "o"}]},
-        {"nodeName": "node-a", "containers": [
-            {"name": "app", "args": ["node", "server.js"], "resources": {"limits": {"memory": "512Mi"}},
-             "env": [{"name": "NODE_OPTIONS", "value": "--max-old-space-size=256"},
-                     {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
-            {"name": "sidecar", "image": "x"}]},
+        "shop",
+        "web-1",
+        "uid-1",
+        {
+            "labels": {"app": "web"},
+            "ownerReferences": [
+                {"kind": "ReplicaSet", "name": "web-abc", "uid": "rs", "controller": True},
+                {"kind": "Other", "name": "x", "uid": "o"},
+            ],
+        },
+        {
+            "nodeName": "node-a",
+            "containers": [
+                {
+                    "name": "app",
+                    "args": ["node", "server.js"],
+                    "resources": {"limits": {"memory": "512Mi"}},
+                    "env": [
+                        {"name": "NODE_OPTIONS", "value": "--max-old-space-size=256"},
+                        {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                    ],
+                },
+                {"name": "sidecar", "image": "x"},
+            ],
+        },
         {"phase": "Running", "containerStatuses": [{"name": "app", "containerID": f"containerd://{cid}"}]},
-    )  # fmt: skip
+    )
     assert pod.running and pod.node == "node-a"
     assert pod.owner is not None and (pod.owner.kind, pod.owner.name) == ("ReplicaSet", "web-abc")
     app, sidecar = pod.containers
@@ -130,7 +224,7 @@ def test_history_keeps_recent_samples_dense_and_older_ones_thinned() -> None:
     times = [s.t_seconds for s in history.window(600)]
     assert times[-60:] == [float(t) for t in range(540, 600)]  # the last minute at full rate
     older = [t for t in times if t < 599 - 60]  # beyond the dense minute
-    assert all(b - a >= 5 for a, b in zip(older, older[1:], strict=False))
+    assert all(b - a >= 5 for a, b in itertools.pairwise(older))
     assert len(history) < 60 + 600 / 5 + 2
 
 
@@ -163,13 +257,20 @@ def test_ledger_stays_bounded_but_never_drops_an_unresolved_intent() -> None:
 
 
 def test_action_ids_differ_per_target_and_time() -> None:
-    ids = {action_id("g", "restart", target, t) for target in ("deployment/a", "deployment/b") for t in (1.0, 1.001)}
+    ids = {
+        action_id("g", "restart", target, t)
+        for target in ("deployment/a", "deployment/b")
+        for t in (1.0, 1.001)
+    }
     assert len(ids) == 4 and all(len(i) <= 63 for i in ids)
 
 
 def test_status_is_written_on_change_and_otherwise_at_the_refresh_interval() -> None:
     writer = StatusWriter(refresh_seconds=10)
-    status = {"podsAtRisk": 1, "atRisk": [{"pod": "p", "container": "c", "verdict": "anon_growth", "usedPercent": 80}]}
+    status = {
+        "podsAtRisk": 1,
+        "atRisk": [{"pod": "p", "container": "c", "verdict": "anon_growth", "usedPercent": 80}],
+    }
     assert writer.due(status, now_seconds=0)
     writer.written(status, now_seconds=0)
     moved = {**status, "atRisk": [{**status["atRisk"][0], "usedPercent": 81}]}

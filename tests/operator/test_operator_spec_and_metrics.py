@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-
 from tests.operator.conftest import GUARDS, NAMESPACE, Cluster, Operators, eventually, free_port
 from tests.operator.scenario import guard_spec
 
@@ -21,15 +20,21 @@ async def test_invalid_spec_gives_ready_false_naming_the_field_until_it_is_fixed
     cluster.add_guard("web", guard_spec("web", thresholds={"warn": "95%", "act": "90%"}))
     await operators.start()
 
-    condition = await eventually(lambda: (c := _ready(cluster, "web")) and c["status"] == "False" and c, timeout=15)
+    condition = await eventually(
+        lambda: (c := _ready(cluster, "web")) and c["status"] == "False" and c, timeout=15
+    )
     assert condition["reason"] == "InvalidSpec"
     assert "spec.thresholds.warn" in condition["message"]
 
     url = f"/apis/memoryguard.io/v1alpha1/namespaces/{NAMESPACE}/memoryguards/web"
     fixed = {"spec": {"thresholds": {"warn": "80%", "act": "90%"}}}
-    response = await cluster.kmock.patch(url, json=fixed, headers={"Content-Type": "application/merge-patch+json"})
+    response = await cluster.kmock.patch(
+        url, json=fixed, headers={"Content-Type": "application/merge-patch+json"}
+    )
     assert response.status == 200
-    ready = await eventually(lambda: (c := _ready(cluster, "web")) and c["status"] == "True" and c, timeout=15)
+    ready = await eventually(
+        lambda: (c := _ready(cluster, "web")) and c["status"] == "True" and c, timeout=15
+    )
     assert ready["reason"] == "Watching"
     assert cluster.restart_patches() == []
     assert cluster.kmock.objects[GUARDS, NAMESPACE, "web"]

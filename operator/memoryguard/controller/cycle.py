@@ -244,8 +244,13 @@ async def run_cycle(
     metrics.cycles.labels(state.key, "degraded" if degraded else "ok").inc()
     log.debug(
         "cycle %s: %d pods, %d nodes (%d degraded), %d at risk, %.3fs",
-        state.key, watched_count, len(by_node), len(degraded), at_risk_pods, elapsed,
-    )  # fmt: skip
+        state.key,
+        watched_count,
+        len(by_node),
+        len(degraded),
+        at_risk_pods,
+        elapsed,
+    )
 
 
 def _guard(state: GuardState) -> ev.ObjectRef:
@@ -309,9 +314,13 @@ async def _ask_node(
     reading = answers[0]
     if len(answers) == 2:
         reading = NodeReading(
-            reading.node, reading.now_seconds, reading.interval_seconds,
-            {**answers[0].pods, **answers[1].pods}, answers[0].missing | answers[1].missing, reading.cgroup_version,
-        )  # fmt: skip
+            reading.node,
+            reading.now_seconds,
+            reading.interval_seconds,
+            {**answers[0].pods, **answers[1].pods},
+            answers[0].missing | answers[1].missing,
+            reading.cgroup_version,
+        )
     latest = [c.latest.t_seconds for p in reading.pods.values() for c in p.containers.values() if c.latest]
     if latest and reading.now_seconds - max(latest) > runtime.config.agent_stale_seconds:
         age = reading.now_seconds - max(latest)
@@ -377,15 +386,21 @@ async def _judge_container(
             workload = await resolve_workload(runtime.api, pod, state.owners)
         except (UnsupportedOwner, KubeApiError) as exc:
             await runtime.events.post(
-                ev.pod_ref(pod.namespace, pod.name, pod.uid), ev.WARNING, ev.RESTART_FAILED,
-                f"cannot restart: {exc}; {first.decision.reason}", dedupe_key=str(exc),
-            )  # fmt: skip
+                ev.pod_ref(pod.namespace, pod.name, pod.uid),
+                ev.WARNING,
+                ev.RESTART_FAILED,
+                f"cannot restart: {exc}; {first.decision.reason}",
+                dedupe_key=str(exc),
+            )
             workload = None
         if workload is not None:
             target = Target(
-                kind="workload", name=workload.ref, pod=pod.name, container=container.name,
+                kind="workload",
+                name=workload.ref,
+                pod=pod.name,
+                container=container.name,
                 reclaim_supported=target.reclaim_supported,
-            )  # fmt: skip
+            )
             judgement = judge(
                 samples,
                 policy,
@@ -418,9 +433,12 @@ async def _judge_container(
             )
     elif decision.blocked_by and decision.wanted in (Action.RESTART, Action.EVICT):
         await runtime.events.post(
-            ev.pod_ref(pod.namespace, pod.name, pod.uid), ev.WARNING, ev.RESTART_BLOCKED,
-            f"{decision.reason}; held back: {decision.blocked_by}", dedupe_key=decision.blocked_by.split(":", 1)[0],
-        )  # fmt: skip
+            ev.pod_ref(pod.namespace, pod.name, pod.uid),
+            ev.WARNING,
+            ev.RESTART_BLOCKED,
+            f"{decision.reason}; held back: {decision.blocked_by}",
+            dedupe_key=decision.blocked_by.split(":", 1)[0],
+        )
         action_note = f"{decision.wanted.value} held back"
 
     if not assessment.at_risk and assessment.verdict not in (Verdict.PAGE_CACHE_PRESSURE,):
@@ -478,21 +496,26 @@ async def _act(
             log.warning("cannot read %s before restarting it: %s", workload.ref, exc)
             return None
         if body is None:
-            await runtime.events.post(pod_event, ev.WARNING, ev.RESTART_FAILED, f"{workload.ref} not found",
-                                      dedupe_key=workload.ref)  # fmt: skip
+            await runtime.events.post(
+                pod_event, ev.WARNING, ev.RESTART_FAILED, f"{workload.ref} not found", dedupe_key=workload.ref
+            )
             return None
         why_not = cannot_roll(body)
         if why_not:
-            await runtime.events.post(pod_event, ev.WARNING, ev.RESTART_FAILED, f"{why_not}; {decision.reason}",
-                                      dedupe_key=why_not)  # fmt: skip
+            await runtime.events.post(
+                pod_event, ev.WARNING, ev.RESTART_FAILED, f"{why_not}; {decision.reason}", dedupe_key=why_not
+            )
             return None
         rolling = rollout_in_progress(body)
         if rolling:
             await runtime.events.post(
-                pod_event, ev.NORMAL, ev.RESTART_DEFERRED,
-                f"not restarting {workload.ref} while its rollout is in progress ({rolling}); {decision.reason}",
+                pod_event,
+                ev.NORMAL,
+                ev.RESTART_DEFERRED,
+                f"not restarting {workload.ref} while its rollout is in progress ({rolling}); "
+                f"{decision.reason}",
                 dedupe_key=rolling,
-            )  # fmt: skip
+            )
             return None
 
     request = ActionRequest(
@@ -513,10 +536,17 @@ async def _act(
         dry_run=policy.dry_run,
     )
     entry = Entry(
-        id=request.id, time=rfc3339(now), action=action.value, target=request.target, state=INTENT,
-        pod=pod.name, container=container.name, node=pod.node or "", reason=decision.reason[:1024],
+        id=request.id,
+        time=rfc3339(now),
+        action=action.value,
+        target=request.target,
+        state=INTENT,
+        pod=pod.name,
+        container=container.name,
+        node=pod.node or "",
+        reason=decision.reason[:1024],
         dryRun=policy.dry_run,
-    )  # fmt: skip
+    )
     # The intent and the budget it consumes reach the API server before the action does.
     previous_limiter = state.limiter
     state.ledger.add(entry)
@@ -567,7 +597,8 @@ async def _finish(
             else f"{request.describe()} failed: {outcome.message}"
         )
         if done:
-            state.last_action = f"{'dry-run ' if request.dry_run else ''}{request.action.value} {request.target} {rfc3339(now)}"
+            mode = "dry-run " if request.dry_run else ""
+            state.last_action = f"{mode}{request.action.value} {request.target} {rfc3339(now)}"
         await runtime.events.post(pod_event, type_, reason, text)
         await runtime.events.post(_guard(state), type_, reason, f"pod {request.pod}: {text}")
     await _write_status(
@@ -594,7 +625,7 @@ def _event_reason(action: Action, done: bool) -> tuple[str, str]:
 
 
 async def _retry_evictions(runtime: Runtime, state: GuardState, now: float) -> None:
-    for entry_id, pending in list(state.pending_evictions.items()):
+    for pending in list(state.pending_evictions.values()):
         if now < pending.not_before_seconds:
             continue
         outcome = await runtime.actuator.perform(pending.request)
@@ -634,24 +665,37 @@ async def _load(runtime: Runtime, state: GuardState, status: Mapping[str, Any], 
             )
         elif landed is None:
             state.ledger.resolve(
-                entry.id, FAILED, message="outcome unknown: the operator restarted during the call; not repeated",
+                entry.id,
+                FAILED,
+                message="outcome unknown: the operator restarted during the call; not repeated",
                 finished_seconds=now,
-            )  # fmt: skip
+            )
         elif entry.action == Action.EVICT.value:
             # Not evicted yet (a PodDisruptionBudget held it, or the operator died first): evicting
             # the same pod again is what the intent asked for, and the budget is already counted.
             state.ledger.update_message(entry.id, "re-trying after operator restart")
             state.pending_evictions[entry.id] = PendingEviction(
                 ActionRequest(
-                    id=entry.id, action=Action.EVICT, guard=state.key, namespace=state.namespace, pod=entry.pod,
-                    pod_uid="", container=entry.container, container_id=None, node=entry.node,
-                    workload=Workload("Pod", state.namespace, entry.pod), agent_url=None, reason=entry.reason,
+                    id=entry.id,
+                    action=Action.EVICT,
+                    guard=state.key,
+                    namespace=state.namespace,
+                    pod=entry.pod,
+                    pod_uid="",
+                    container=entry.container,
+                    container_id=None,
+                    node=entry.node,
+                    workload=Workload("Pod", state.namespace, entry.pod),
+                    agent_url=None,
+                    reason=entry.reason,
                 ),
                 now,
-            )  # fmt: skip
+            )
         else:
             state.ledger.resolve(
-                entry.id, FAILED, message="not applied before the operator restarted; not repeated (budget kept)",
+                entry.id,
+                FAILED,
+                message="not applied before the operator restarted; not repeated (budget kept)",
                 finished_seconds=now,
-            )  # fmt: skip
+            )
     state.loaded = True

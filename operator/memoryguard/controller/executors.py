@@ -83,9 +83,11 @@ class Outcome:
 
 def restart_annotations(request: ActionRequest, now_seconds: float) -> dict[str, str]:
     stamp = rfc3339(now_seconds)
-    reason = request.reason if len(request.reason) <= MAX_REASON_ANNOTATION_CHARS else (
-        request.reason[: MAX_REASON_ANNOTATION_CHARS - 3] + "..."
-    )  # fmt: skip
+    reason = (
+        request.reason
+        if len(request.reason) <= MAX_REASON_ANNOTATION_CHARS
+        else (request.reason[: MAX_REASON_ANNOTATION_CHARS - 3] + "...")
+    )
     return {
         keys.KUBECTL_RESTARTED_AT: stamp,
         keys.RESTARTED_AT: stamp,
@@ -221,8 +223,9 @@ class Actuator:
         )
 
 
-async def intent_landed(api: KubeApi, entry_action: str, target: str, namespace: str, entry_id: str,
-                        pod_uid: str | None) -> bool | None:  # fmt: skip
+async def intent_landed(
+    api: KubeApi, entry_action: str, target: str, namespace: str, entry_id: str, pod_uid: str | None
+) -> bool | None:
     """After an operator restart: did this unresolved intent's action happen? None: cannot tell."""
     kind_name = target.split("/", 2)
     if entry_action == Action.RESTART.value and len(kind_name) == 2:

@@ -79,13 +79,27 @@ def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
     return kopf.ConnectionInfo(server=config.api_server, insecure=config.api_insecure)
 
 
-def guarded_pods(namespace: str | None, name: str, uid: str, meta: kopf.Meta, spec: kopf.Spec,
-                 status: kopf.Status, **_: Any) -> dict[str, PodInfo]:  # fmt: skip
+def guarded_pods(
+    namespace: str | None,
+    name: str,
+    uid: str,
+    meta: kopf.Meta,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    **_: Any,
+) -> dict[str, PodInfo]:
     return {namespace or "": pod_info(namespace or "", name, uid, meta, spec, status)}
 
 
-def agent_pods(namespace: str | None, name: str, labels: kopf.Labels, spec: kopf.Spec, status: kopf.Status,
-               memo: Any, **_: Any) -> dict[str, AgentEndpoint]:  # fmt: skip
+def agent_pods(
+    namespace: str | None,
+    name: str,
+    labels: kopf.Labels,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    memo: Any,
+    **_: Any,
+) -> dict[str, AgentEndpoint]:
     config: OperatorConfig = memo.config
     if config.agent_namespace and namespace != config.agent_namespace:
         return {}
@@ -129,9 +143,18 @@ def check_spec(spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch, **_: Any) ->
         raise kopf.PermanentError(f"spec.selector: {exc}") from exc
 
 
-async def guard_cycle(namespace: str | None, name: str, uid: str, spec: kopf.Spec, status: kopf.Status,
-                      meta: kopf.Meta, memo: Any, guarded_pods: kopf.Index, agent_pods: kopf.Index,
-                      **_: Any) -> None:  # fmt: skip
+async def guard_cycle(
+    namespace: str | None,
+    name: str,
+    uid: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: Any,
+    guarded_pods: kopf.Index,
+    agent_pods: kopf.Index,
+    **_: Any,
+) -> None:
     runtime: Runtime = memo.runtime
     try:
         policy = policy_from_spec(spec)

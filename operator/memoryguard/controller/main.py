@@ -30,38 +30,83 @@ from memoryguard.controller.settings import SERVICE_ACCOUNT_TOKEN, OperatorConfi
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     scope = parser.add_argument_group("scope and peering")
-    scope.add_argument("-n", "--namespace", action="append", default=[], dest="namespaces",
-                       help="watch this namespace (repeatable; glob patterns allowed); default: cluster-wide")  # fmt: skip
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        dest="namespaces",
+        help="watch this namespace (repeatable; glob patterns allowed); default: cluster-wide",
+    )
     scope.add_argument("--standalone", action="store_true", help="no peering: this replica is always active")
-    scope.add_argument("--peering", default=os.environ.get("MEMORYGUARD_PEERING", "memoryguard"),
-                       help="Kopf peering object name (default: %(default)s)")  # fmt: skip
-    scope.add_argument("--priority", default=os.environ.get("MEMORYGUARD_PRIORITY", "auto"),
-                       help="peering priority; 'auto' picks a random one, so two replicas never tie")  # fmt: skip
+    scope.add_argument(
+        "--peering",
+        default=os.environ.get("MEMORYGUARD_PEERING", "memoryguard"),
+        help="Kopf peering object name (default: %(default)s)",
+    )
+    scope.add_argument(
+        "--priority",
+        default=os.environ.get("MEMORYGUARD_PRIORITY", "auto"),
+        help="peering priority; 'auto' picks a random one, so two replicas never tie",
+    )
 
     cycle = parser.add_argument_group("guard cycle")
-    cycle.add_argument("--cycle-seconds", type=float, default=1.0,
-                       help="how often each guard asks the agents and decides (default: %(default)s)")  # fmt: skip
-    cycle.add_argument("--status-refresh-seconds", type=float, default=10.0,
-                       help="write unchanged status at most this often (default: %(default)s)")  # fmt: skip
-    cycle.add_argument("--history-step-seconds", type=float, default=5.0,
-                       help="keep one sample per this many seconds beyond the last 2 minutes (0: all)")  # fmt: skip
+    cycle.add_argument(
+        "--cycle-seconds",
+        type=float,
+        default=1.0,
+        help="how often each guard asks the agents and decides (default: %(default)s)",
+    )
+    cycle.add_argument(
+        "--status-refresh-seconds",
+        type=float,
+        default=10.0,
+        help="write unchanged status at most this often (default: %(default)s)",
+    )
+    cycle.add_argument(
+        "--history-step-seconds",
+        type=float,
+        default=5.0,
+        help="keep one sample per this many seconds beyond the last 2 minutes (0: all)",
+    )
 
     agents = parser.add_argument_group("agents")
-    agents.add_argument("--agent-namespace", default=os.environ.get("MEMORYGUARD_AGENT_NAMESPACE"),
-                        help="namespace of the agent pods (default: any)")  # fmt: skip
-    agents.add_argument("--agent-selector", default="app.kubernetes.io/name=memoryguard,app.kubernetes.io/component=agent",
-                        help="labels of the agent pods, k=v[,k=v] (default: %(default)s)")  # fmt: skip
-    agents.add_argument("--agent-url-template", default="http://{pod_ip}:{port}",
-                        help="how to reach an agent: {pod_ip} {node} {pod} {port} (default: %(default)s)")  # fmt: skip
-    agents.add_argument("--agent-port", type=int, default=9732,
-                        help="agent port when its pod names no 'api' port (default: %(default)s)")  # fmt: skip
+    agents.add_argument(
+        "--agent-namespace",
+        default=os.environ.get("MEMORYGUARD_AGENT_NAMESPACE"),
+        help="namespace of the agent pods (default: any)",
+    )
+    agents.add_argument(
+        "--agent-selector",
+        default="app.kubernetes.io/name=memoryguard,app.kubernetes.io/component=agent",
+        help="labels of the agent pods, k=v[,k=v] (default: %(default)s)",
+    )
+    agents.add_argument(
+        "--agent-url-template",
+        default="http://{pod_ip}:{port}",
+        help="how to reach an agent: {pod_ip} {node} {pod} {port} (default: %(default)s)",
+    )
+    agents.add_argument(
+        "--agent-port",
+        type=int,
+        default=9732,
+        help="agent port when its pod names no 'api' port (default: %(default)s)",
+    )
     agents.add_argument("--agent-timeout-seconds", type=float, default=2.0)
     agents.add_argument("--agent-concurrency", type=int, default=64, help="agent requests in flight at most")
     agents.add_argument("--agent-retries", type=int, default=2)
-    agents.add_argument("--agent-stale-seconds", type=float, default=10.0,
-                        help="a newest sample older than this makes the node Degraded (default: %(default)s)")  # fmt: skip
-    agents.add_argument("--token-file", type=Path, default=SERVICE_ACCOUNT_TOKEN,
-                        help="bearer token sent to the agents (default: the ServiceAccount token)")  # fmt: skip
+    agents.add_argument(
+        "--agent-stale-seconds",
+        type=float,
+        default=10.0,
+        help="a newest sample older than this makes the node Degraded (default: %(default)s)",
+    )
+    agents.add_argument(
+        "--token-file",
+        type=Path,
+        default=SERVICE_ACCOUNT_TOKEN,
+        help="bearer token sent to the agents (default: the ServiceAccount token)",
+    )
     agents.add_argument(
         "--no-agent-auth", action="store_true", help="send no token (agents with --insecure-no-auth)"
     )

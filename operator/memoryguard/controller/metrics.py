@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -37,9 +38,11 @@ class OperatorMetrics:
             registry=r,
         )
         self.agent_requests = Counter(
-            "memoryguard_operator_agent_requests", "Requests to node agents, by kind and result.",
-            ["kind", "result"], registry=r,
-        )  # fmt: skip
+            "memoryguard_operator_agent_requests",
+            "Requests to node agents, by kind and result.",
+            ["kind", "result"],
+            registry=r,
+        )
         self.agent_errors = Counter(
             "memoryguard_operator_agent_errors",
             "Agent requests that failed after retries, by node.",
@@ -48,7 +51,8 @@ class OperatorMetrics:
         )
         self.actions = Counter(
             "memoryguard_operator_actions",
-            "Actions by kind (reclaim, drop_caches, restart, evict) and result (done, failed, blocked, dry_run).",
+            "Actions by kind (reclaim, drop_caches, restart, evict) and result "
+            "(done, failed, blocked, dry_run).",
             ["guard", "action", "result"],
             registry=r,
         )
@@ -80,10 +84,8 @@ class OperatorMetrics:
     def forget(self, guard: str) -> None:
         """Drop a deleted guard's series, so /metrics does not keep reporting it."""
         for metric in (self.pods_watched, self.pods_at_risk, self.nodes_degraded):
-            try:
+            with contextlib.suppress(KeyError):
                 metric.remove(guard)
-            except KeyError:
-                pass
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

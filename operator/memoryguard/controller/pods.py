@@ -61,8 +61,14 @@ class PodInfo:
         return next((c for c in self.containers if c.name == name), None)
 
 
-def pod_info(namespace: str, name: str, uid: str, meta: Mapping[str, Any], spec: Mapping[str, Any],
-             status: Mapping[str, Any]) -> PodInfo:  # fmt: skip
+def pod_info(
+    namespace: str,
+    name: str,
+    uid: str,
+    meta: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+) -> PodInfo:
     ids = {
         s.get("name"): _container_id(s.get("containerID"))
         for s in status.get("containerStatuses") or ()

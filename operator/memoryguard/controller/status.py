@@ -122,8 +122,10 @@ class StatusWriter:
         # The numbers in the at-risk rows move every second; which pods are at risk, and why,
         # is what must reach the API server without delay.
         shape = {k: v for k, v in status.items() if k != "atRisk"}
-        shape["atRisk"] = [(r.get("pod"), r.get("container"), r.get("verdict"), r.get("action"))
-                           for r in status.get("atRisk") or ()]  # fmt: skip
+        shape["atRisk"] = [
+            (r.get("pod"), r.get("container"), r.get("verdict"), r.get("action"))
+            for r in status.get("atRisk") or ()
+        ]
         return json.dumps(shape, sort_keys=True, default=str)
 
     def due(self, status: Mapping[str, Any], *, now_seconds: float) -> bool:
