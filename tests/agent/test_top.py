@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.agent_process import AgentProcess, free_port
 from tests.support.cgroup_tree import CgroupTree, GiB, MiB, write_proc
 
 from memoryguard import cli
@@ -119,53 +115,12 @@ def test_growth_is_a_least_squares_slope():
 # --- through a real agent process ---------------------------------------------------------
 
 
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def agent(tmp_path) -> Iterator[tuple[str, CgroupTree]]:
     tree = CgroupTree(tmp_path / "cg")
-    proc_root = write_proc(tmp_path / "proc")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "memoryguard.cli",
-            "agent",
-            "--root",
-            str(tree.root),
-            "--proc-root",
-            str(proc_root),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--interval",
-            "0.2",
-            "--insecure-no-auth",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"agent did not start: {process.stderr.read().decode()[-2000:]}"
-                    ) from None
-                time.sleep(0.1)
-        yield url, tree
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with AgentProcess(root=tree.root, proc_root=write_proc(tmp_path / "proc")) as process:
+        process.wait_ready()
+        yield process.url, tree
 
 
 def test_top_through_a_real_agent(agent, capsys):
