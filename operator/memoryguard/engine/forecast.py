@@ -31,7 +31,7 @@ from memoryguard.engine.trend import Trend, excursion_bytes, fit_trend
 MIB = 1024 * 1024
 # The newest samples are kept one by one, older ones at doubling strides: the short scales see
 # every sample, the long ones a thinned series (a 30-minute window becomes ~240 points).
-FULL_RESOLUTION_POINTS = 40
+FULL_RESOLUTION_POINTS = 24
 # A heap cap is only the kill line when the heap can be what fills anon; when anon is already
 # well above the cap, native memory dominates and the cap says nothing about the next OOM.
 # Each time scale is this much shorter than the previous one.
@@ -161,13 +161,14 @@ class Forecast:
 
 def _decimated_indices(lo: int, hi: int) -> list[int]:
     indices: list[int] = []
-    end = hi
+    i = hi - 1
     stride = 1
-    while end > lo:
-        start = max(lo, end - stride * FULL_RESOLUTION_POINTS)
-        indices.extend(range(end - 1, start - 1, -stride))
-        end = indices[-1]
+    while i >= lo:
+        indices.extend(range(i, max(lo - 1, i - stride * FULL_RESOLUTION_POINTS), -stride))
+        i = indices[-1] - 2 * stride  # the next, older level starts one of its strides further back
         stride *= 2
+    if indices[-1] != lo:
+        indices.append(lo)  # the window's oldest sample anchors the longest scale
     indices.reverse()
     return indices
 
