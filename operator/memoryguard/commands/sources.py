@@ -248,6 +248,8 @@ def human_bytes(value: float | None) -> str:
     """Sizes as kubectl prints them, with one decimal where it matters: 812Ki, 95.3Mi, 1.25Gi."""
     if value is None:
         return "-"
+    if value == 0:
+        return "0"
     if abs(value) < MIB:
         return f"{value / 1024:.0f}Ki"
     if abs(value) < 1024 * MIB:
