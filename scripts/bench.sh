@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Benchmarks reported in BENCHMARKS.md (`make bench`). A plain sequence of steps, each printing
+# its own figures; add new steps at the end. Figures come from one run: copy them with the
+# command into BENCHMARKS.md, and say whether the machine was busy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+WORK=$(mktemp -d /dev/shm/memoryguard-bench.XXXXXX 2>/dev/null || mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+echo "bench: $(date -u +%FT%TZ) $(uname -r) $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo "== agent: sampling tick, 500-container node (cgroup v2, systemd driver, containerd) on tmpfs"
+$PY -m tests.support.cgroup_tree --out "$WORK/node-v2" --containers 500
+$PY -m memoryguard.cli sample --root "$WORK/node-v2" --repeat 300 --fill-rings --json
+
+echo "== agent: sampling tick, 500-container node (cgroup v1, cgroupfs driver) on tmpfs"
+$PY -m tests.support.cgroup_tree --out "$WORK/node-v1" --containers 500 --version 1 --driver cgroupfs
+$PY -m memoryguard.cli sample --root "$WORK/node-v1" --repeat 300 --fill-rings --json
