@@ -16,3 +16,9 @@ $PY -m memoryguard.cli sample --root "$WORK/node-v2" --repeat 300 --fill-rings -
 echo "== agent: sampling tick, 500-container node (cgroup v1, cgroupfs driver) on tmpfs"
 $PY -m tests.support.cgroup_tree --out "$WORK/node-v1" --containers 500 --version 1 --driver cgroupfs
 $PY -m memoryguard.cli sample --root "$WORK/node-v1" --repeat 300 --fill-rings --json
+
+echo "== engine: one assess + plan over a 30-minute window of 1 s samples (CPU time, with a floor)"
+$PY scripts/bench_engine.py --samples 1800
+
+echo "== engine: MemoryGuard vs baselines on the trace corpus (acceptance: --lead 10)"
+$PY -m memoryguard.cli bench tests/traces --lead 10
