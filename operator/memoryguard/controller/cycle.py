@@ -25,7 +25,7 @@ from memoryguard.controller.agentclient import AgentClient, AgentError, NodeRead
 from memoryguard.controller.events import EventPoster
 from memoryguard.controller.executors import BLOCKED, DONE, ActionRequest, Actuator, Outcome, intent_landed
 from memoryguard.controller.history import HistoryStore
-from memoryguard.controller.judgement import judge, recorded
+from memoryguard.controller.judgement import Judgement, judge, recorded
 from memoryguard.controller.kubeapi import KubeApi, KubeApiError
 from memoryguard.controller.ledger import DONE as LEDGER_DONE
 from memoryguard.controller.ledger import FAILED, INTENT, Entry, Ledger, action_id, rfc3339
@@ -90,6 +90,8 @@ class GuardState:
     at_risk_since: dict[tuple[str, str], float] = field(default_factory=dict)
     pending_evictions: dict[str, PendingEviction] = field(default_factory=dict)
     owners: dict[tuple[str, str], str | None] = field(default_factory=dict)  # ReplicaSet -> Deployment
+    # (pod uid, container) -> (next judgement due, usage bytes when last judged)
+    schedule: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
     no_reclaim_nodes: set[str] = field(default_factory=set)
 
     @property
@@ -139,6 +141,7 @@ class _NodeResult:
     node: str
     reading: NodeReading | None = None
     problem: str | None = None
+    warming: int = 0  # pods whose first window waits for a later cycle (warm-up budget)
 
 
 async def run_cycle(
@@ -165,12 +168,14 @@ async def run_cycle(
     for pod in watched:
         by_node.setdefault(pod.node or "", []).append(pod)
 
+    budget = [runtime.config.warmup_pods_per_cycle]
     results = await asyncio.gather(
         *(
-            _ask_node(runtime, state, node, node_pods, agents.get(node), policy)
+            _ask_node(runtime, state, node, node_pods, agents.get(node), policy, budget)
             for node, node_pods in by_node.items()
         )
     )
+    warming = sum(r.warming for r in results)
     degraded = {r.node: r.problem for r in results if r.problem}
     readings = {r.node: r.reading for r in results if r.reading is not None}
     for node in degraded:
@@ -190,6 +195,8 @@ async def run_cycle(
                     at_risk_keys.add((pod.uid, container.name))
     state.history.sweep()
     state.at_risk_since = {k: v for k, v in state.at_risk_since.items() if k in at_risk_keys}
+    live = {(p.uid, c.name) for p in watched for c in p.containers}
+    state.schedule = {k: v for k, v in state.schedule.items() if k in live}
     await _retry_evictions(runtime, state, now)
 
     watched_count = len(watched)
@@ -220,6 +227,7 @@ async def run_cycle(
             TRUE,
             "Watching",
             f"{watched_count} pod(s) on {len(by_node)} node(s); {at_risk_pods} at risk"
+            + (f"; {warming} still loading their history" if warming else "")
             + ("; dry run: nothing is changed" if policy.dry_run else ""),
         ),
         now_seconds=now,
@@ -276,6 +284,7 @@ async def _ask_node(
     pods: list[PodInfo],
     agent: AgentEndpoint | None,
     policy: Policy,
+    budget: list[int],
 ) -> _NodeResult:
     if agent is None:
         return _NodeResult(node, problem="no agent pod on this node")
@@ -294,6 +303,11 @@ async def _ask_node(
             since = oldest if since is None else min(since, oldest)
         else:
             fresh.append(pod.uid)
+    # Runs before this task's first await, so the tasks of one cycle share the budget in turn.
+    take = max(0, min(len(fresh), budget[0]))
+    budget[0] -= take
+    warming = len(fresh) - take
+    fresh = fresh[:take]
     try:
         asks = []
         if known:
@@ -311,6 +325,8 @@ async def _ask_node(
             node, problem=f"agent {agent.pod} unreachable: {exc.status or ''} {exc.message}".strip()
         )
     runtime.metrics.agent_requests.labels("pods", "ok").inc(len(answers))
+    if not answers:
+        return _NodeResult(node, warming=warming)
     reading = answers[0]
     if len(answers) == 2:
         reading = NodeReading(
@@ -338,7 +354,7 @@ async def _ask_node(
     runtime.metrics.samples_ingested.labels(state.key).inc(ingested)
     if reading.cgroup_version == 1:
         state.no_reclaim_nodes.add(node)
-    return _NodeResult(node, reading=reading)
+    return _NodeResult(node, reading=reading, warming=warming)
 
 
 async def _judge_container(
@@ -361,6 +377,16 @@ async def _judge_container(
     latest = history.latest()
     if latest is None or reading.now_seconds - latest.t_seconds > runtime.config.agent_stale_seconds:
         return None  # this container stopped reporting: no decision on old numbers
+    key = (pod.uid, container.name)
+    due = state.schedule.get(key)
+    limit = latest.max_bytes or container.limit_bytes
+    if (
+        due is not None
+        and now < due[0]
+        and limit is not None
+        and abs(latest.usage_bytes - due[1]) < runtime.config.assess_jump_fraction * limit
+    ):
+        return None  # far from its limit, not growing, and nothing moved since it was judged
     workload: Workload | None = None
     target = Target(
         kind="pod" if pod.owner is None else "workload",
@@ -417,6 +443,7 @@ async def _judge_container(
         if pod.owner is None:
             workload = Workload("Pod", pod.namespace, pod.name)
     assessment, decision = judgement.assessment, judgement.decision
+    state.schedule[key] = (now + _judge_again_in(runtime.config, policy, judgement), latest.usage_bytes)
 
     action_note = decision.action.value
     if decision.action is not Action.NONE:
@@ -443,7 +470,6 @@ async def _judge_container(
 
     if not assessment.at_risk and assessment.verdict not in (Verdict.PAGE_CACHE_PRESSURE,):
         return None
-    key = (pod.uid, container.name)
     if key not in state.at_risk_since:
         state.at_risk_since[key] = now
         message = f"container {container.name}: {assessment.evidence}"
@@ -470,6 +496,24 @@ async def _judge_container(
         reason=decision.reason,
         since_seconds=state.at_risk_since[key],
     )
+
+
+def _judge_again_in(config: OperatorConfig, policy: Policy, judgement: Judgement) -> float:
+    """Seconds until this container needs judging again (0: every cycle)."""
+    a, d = judgement.assessment, judgement.decision
+    watching = (
+        a.verdict not in (Verdict.HEALTHY, Verdict.BOUNDED)
+        or a.at_risk
+        or d.action is not Action.NONE
+        or d.wanted is not Action.NONE
+        or (a.usage_fraction or 0.0) >= policy.warn_fraction
+    )
+    if watching:
+        return 0.0
+    eta = a.forecast.eta_seconds if a.forecast is not None else None
+    if eta is not None:
+        return min(config.assess_max_interval_seconds, eta / 20.0)
+    return config.assess_max_interval_seconds
 
 
 async def _act(

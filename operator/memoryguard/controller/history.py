@@ -11,8 +11,30 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import fields
 
 from memoryguard.engine.model import Sample
+
+_FIELDS = tuple(f.name for f in fields(Sample))
+
+
+def _shared(sample: Sample, previous: Sample) -> Sample:
+    """The same sample, reusing the previous one's value objects where they are equal.
+
+    Each JSON number decodes to a new int object; most fields (limits, counters, kernel
+    memory) repeat from one second to the next, so sharing them roughly halves what a
+    stored sample costs.
+    """
+    values = []
+    reused = False
+    for name in _FIELDS:
+        value = getattr(sample, name)
+        before = getattr(previous, name)
+        if value is not before and value == before:
+            value = before
+            reused = True
+        values.append(value)
+    return Sample(*values) if reused else sample
 
 
 class ContainerHistory:
@@ -41,14 +63,13 @@ class ContainerHistory:
         for sample in samples:
             if last is not None and sample.t_seconds <= last:
                 continue
-            if (
-                last is not None
-                and sample.oom_kill < (self._dense[-1] if self._dense else self._sparse[-1]).oom_kill
-            ):
+            previous = self.latest()
+            if previous is not None and sample.oom_kill < previous.oom_kill:
                 # A counter going backwards is a new cgroup under the same ID: start over.
                 self._dense.clear()
                 self._sparse.clear()
-            self._dense.append(sample)
+                previous = None
+            self._dense.append(_shared(sample, previous) if previous is not None else sample)
             last = sample.t_seconds
         if last is None:
             return

@@ -46,6 +46,15 @@ class OperatorConfig:
     # history_step_seconds before that, up to the guard's forecast window.
     history_dense_seconds: float = 120.0
     history_step_seconds: float = 5.0
+    # A container far from its limit and not growing is judged at least this often, and at once
+    # when its usage moves by assess_jump_fraction of its limit: at 15 s and 2 %, nothing can go
+    # from "healthy" to "killed" unseen (that would take 20 % of the limit within 15 s, a jump
+    # the per-cycle check sees). Containers at risk are judged every cycle.
+    assess_max_interval_seconds: float = 15.0
+    assess_jump_fraction: float = 0.02
+    # Pods first seen (operator start, new pods) have their whole window fetched; at most this
+    # many per guard cycle, so an operator restart on a large cluster does not stall a cycle.
+    warmup_pods_per_cycle: int = 500
     # Kubernetes API access: in-cluster or kubeconfig when None.
     api_server: str | None = None
     api_insecure: bool = False
