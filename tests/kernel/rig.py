@@ -304,7 +304,7 @@ def scenario_job(names: list[str], swap_mib: int = 0, agent: bool = False) -> st
 export MG_REPO={REPO_ROOT}
 . "$MG_REPO/tests/kernel/guest/lib.sh"
 node_setup {swap_mib}
-{"start_agent agent.log; export MG_AGENT=1" if agent else ""}
+{"start_agent agent.log; wait_for_agent; export MG_AGENT=1" if agent else ""}
 log "node ready"
 scenario_pids=""
 for name in {" ".join(names)}; do

@@ -57,6 +57,19 @@ start_agent() { # log_file
   echo $! >agent.pid
 }
 
+# Blocks until the agent answers /healthz (its imports take a minute or two under TCG), so
+# every scenario is watched from its first second.
+wait_for_agent() {
+  "$GUEST_PYTHON" -c 'import sys, time, urllib.request
+for _ in range(300):
+    try:
+        urllib.request.urlopen("'"$AGENT_URL"'/healthz", timeout=5)
+        sys.exit(0)
+    except OSError:
+        time.sleep(1)
+sys.exit("agent did not come up")'
+}
+
 # Creates kubepods-burstable-pod<uid>.slice and prints its path.
 pod_cgroup() { # pod_uid
   dir="$CGROUP_ROOT/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod$(echo "$1" | tr - _).slice"
