@@ -164,3 +164,21 @@ def test_window_is_measured_from_the_newest_sample_not_the_callers_clock():
     skewed = assess(samples, POLICY, now_seconds=samples[-1].t_seconds + 3600)
     assert skewed.forecast is not None and skewed.forecast.sustained
     assert skewed.numbers["age_seconds"] == pytest.approx(3600)
+
+
+def test_memory_high_is_a_failure_line_only_without_swap():
+    # Without swap the excess over memory.high cannot go anywhere and the process stalls; with
+    # swap room the kernel swaps it out instead, and only memory.max + swap kills.
+    no_swap = series(linear(40, 2.0), seconds=60, max_mib=512, high_bytes=256 * MIB)
+    with_swap = series(
+        linear(40, 2.0),
+        seconds=60,
+        max_mib=512,
+        high_bytes=256 * MIB,
+        swap_max_bytes=64 * MIB,
+        swap_current_bytes=0,
+    )
+    assert _assess(no_swap).forecast.limit_source == "memory.high"
+    fc = _assess(with_swap).forecast
+    assert fc.limit_source == "memory.max"
+    assert fc.effective_limit_bytes == (512 + 64) * MIB - FILE_FLOOR_BYTES

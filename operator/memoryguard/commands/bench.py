@@ -231,6 +231,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="restart.rolloutSeconds for the memoryguard policy (default: --lead, or the spec's)",
     )
     parser.add_argument("--json", action="store_true", help="print the JSON report")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the tables as Markdown (for BENCHMARKS.md)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -264,6 +267,8 @@ def _run(args: argparse.Namespace) -> int:
             "errors": errors,
         }
         print(json.dumps(report, indent=2))
+    elif args.markdown:
+        print(render_markdown(traces, scores, lead))
     else:
         print(render_table(traces, scores, lead))
     return 1 if errors else 0
@@ -277,6 +282,44 @@ def _cell(score: TraceScore) -> str:
     if score.outcome == "missed":
         return "MISSED"
     return "ok" + (f" ({score.reclaims} reclaims)" if score.reclaims else "")
+
+
+def _markdown_cell(score: TraceScore) -> str:
+    if score.outcome == "prevented":
+        return f"prevented, {score.lead_seconds:.0f} s ahead"
+    if score.outcome == "late":
+        return f"**late** ({score.lead_seconds:.0f} s ahead)"
+    if score.outcome == "missed":
+        return "**missed**"
+    if score.outcome == "false_restart":
+        return f"**false restart** at {score.restart_seconds:.0f} s"
+    return "ok" + (f" ({score.reclaims} reclaims)" if score.reclaims else "")
+
+
+def render_markdown(traces: Sequence[Trace], scores: dict[str, PolicyScore], lead: float) -> str:
+    names = list(scores)
+    lines = [
+        "| trace | fails at | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for i, trace in enumerate(traces):
+        failure = scores[names[0]].traces[i].failure
+        fails = f"{failure.t_seconds - trace.samples[0].t_seconds:.0f} s" if failure else "safe"
+        cells = " | ".join(_markdown_cell(scores[n].traces[i]) for n in names)
+        lines.append(f"| {trace.name} | {fails} | {cells} |")
+    lines += [
+        "",
+        f"| policy (--lead {lead:g}) | failing prevented | late | missed | false restarts | reclaims |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        s = scores[name].summary()
+        share = f" ({s['prevented_fraction']:.0%})" if s["prevented_fraction"] is not None else ""
+        lines.append(
+            f"| {name} | {s['prevented']}/{s['failing']}{share} | {s['late']} | {s['missed']} | "
+            f"{s['false_restart']} of {s['safe']} safe | {s['reclaims']} |"
+        )
+    return "\n".join(lines)
 
 
 def render_table(traces: Sequence[Trace], scores: dict[str, PolicyScore], lead: float) -> str:

@@ -5,13 +5,16 @@ to swap. Page cache is left out on purpose — the kernel drops it before it kil
 Pinned memory fails the workload at the nearest of these lines:
 
 - ``memory.max`` (+ the swap it may still use): the OOM killer;
-- ``memory.high`` (+ swap), when set below max: allocation throttling that stalls the process;
+- ``memory.high``, when set below max and the cgroup has no swap: above it the kernel throttles
+  every allocation, and with nothing it can reclaim the process stalls (recorded in the rig:
+  memory PSI from 3 % to 70 % within 20 s of crossing it). With swap room the excess is swapped
+  out instead — slower (PSI ~20 %) but not stalled — so there only memory.max + swap counts;
 - a runtime heap cap (Node ``--max-old-space-size``, JVM ``-Xmx``): the runtime aborts, however
   much cgroup room is left. The cap bounds the heap, which lives in anon, so the line is the cap
   plus the part of pinned memory that is not anon (shmem, kernel).
 
-The trend is fitted at several nested time scales ending now (the whole window, its last half,
-quarter, … down to ``min_samples`` samples), because a leak that started two minutes ago hides
+The trend is fitted at several nested time scales ending now (the whole window, a quarter of
+it, a sixteenth, … down to ``min_samples`` samples), because a leak that started two minutes ago hides
 in a ten-minute fit. A shorter scale may only raise the alarm when it has reached memory levels
 the earlier part of the window never saw: a saw-tooth's next ramp looks like a fresh leak, but
 it climbs through territory the previous cycles already visited and let go of.
@@ -107,10 +110,9 @@ def failure_lines(
         lines.append(
             Line(latest.max_bytes + room, "memory.max", f"memory.max {_mib(latest.max_bytes)}{swap}")
         )
-    if latest.high_bytes is not None and (latest.max_bytes is None or latest.high_bytes < latest.max_bytes):
-        lines.append(
-            Line(latest.high_bytes + room, "memory.high", f"memory.high {_mib(latest.high_bytes)}{swap}")
-        )
+    below_max = latest.max_bytes is None or (latest.high_bytes or 0) < latest.max_bytes
+    if latest.high_bytes is not None and below_max and swap_room == 0:
+        lines.append(Line(latest.high_bytes + room, "memory.high", f"memory.high {_mib(latest.high_bytes)}"))
     note = None
     if runtime_heap_limit_bytes is not None and runtime_heap_limit_bytes > 0:
         heap_side = latest.anon_bytes + (latest.swap_current_bytes or 0)
