@@ -141,11 +141,13 @@ async def test_agent_process_authenticates_callers_with_the_api_server(node, tmp
                     headers={"Authorization": "Bearer operator-token"},
                 )
                 body = await allowed.json()
-            assert await agent.stop_async() == 0
+            exit_code = await agent.stop_async()
+            log = agent.log_text()
     finally:
         await stub.close()
-    assert anonymous.status == 401
-    assert allowed.status == 200
+    assert anonymous.status == 401, log
+    assert allowed.status == 200, (body, log)
+    assert exit_code == 0, log
     assert [p["pod_uid"] for p in body["pods"]] == [pod.uid]
     assert all(r.bearer == stub.agent_token for r in stub.requests)
 
