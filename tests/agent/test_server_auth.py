@@ -219,7 +219,7 @@ async def test_repeated_requests_are_answered_from_the_cache(tree, pod, stub, ap
 @pytest.mark.parametrize("failure", ["down", "error", "hang"])
 async def test_api_server_unavailable_is_503_never_200(tree, pod, stub, api, failure):
     stub.grant(OPERATOR, SAMPLES)
-    async with agent_app(tree.root, api=api) as agent:
+    async with agent_app(tree.root, api=api, review_timeout_seconds=1.0) as agent:
         agent.tick()
         if failure == "down":
             await stub.close()

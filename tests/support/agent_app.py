@@ -65,6 +65,7 @@ async def agent_app(
     drop_caches_min_interval_seconds: float = 600.0,
     request_timeout_seconds: float = 30.0,
     retention_seconds: float = 1800.0,
+    review_timeout_seconds: float = 5.0,
 ) -> AsyncIterator[AgentUnderTest]:
     """Serve the agent over ``root``; with ``api`` requests are authorized through it, else no auth."""
     clock = ManualClock()
@@ -76,7 +77,7 @@ async def agent_app(
     authorizer = None
     if api is not None:
         authorizer = auth.Authorizer(
-            auth.Reviewer(api, timeout_seconds=2.0), on_review=metrics.observe_review
+            auth.Reviewer(api, timeout_seconds=review_timeout_seconds), on_review=metrics.observe_review
         )
     settings = ServerSettings(
         node_name=node_name,
