@@ -15,11 +15,11 @@ picks the other keys the Sample needs out of the same bytes, without reading it 
 tier        cgroup v2                                 cgroup v1
 ==========  ========================================  ============================================
 ``FAST``    memory.current, memory.stat               memory.usage_in_bytes, memory.stat
-``MEDIUM``  memory.events, memory.swap.current,       memory.oom_control, memory.failcnt,
-            memory.swap.events, memory.pressure       memory.kmem.usage_in_bytes
+``MEDIUM``  memory.events, memory.pressure            memory.oom_control, memory.failcnt
 ``SLOW``    memory.max, memory.high, memory.swap.max, memory.limit_in_bytes,
-            memory.min, memory.low                    memory.memsw.limit_in_bytes,
-                                                      memory.soft_limit_in_bytes
+            memory.swap.current, memory.swap.events  memory.memsw.limit_in_bytes,
+                                                      memory.kmem.usage_in_bytes
+asked for   memory.min, memory.low                    memory.soft_limit_in_bytes
 ==========  ========================================  ============================================
 
 v1 mapping: anon = ``total_rss`` (it already includes ``total_rss_huge``: transparent huge pages
@@ -294,16 +294,14 @@ V2_LAYOUT = Layout(
                     "memory.events",
                 ),
             ),
-            ("memory.swap.current", _count_into(SWAP_CURRENT)),
-            ("memory.swap.events", _picker(("fail",), (SWAP_FAIL_EVENTS,), "memory.swap.events")),
             ("memory.pressure", _v2_pressure),
         ),
         SLOW: (
             ("memory.max", _limit_into(MAX)),
             ("memory.high", _limit_into(HIGH)),
             ("memory.swap.max", _limit_into(SWAP_MAX)),
-            ("memory.min", _extra("min_bytes", parsers.parse_count)),
-            ("memory.low", _extra("low_bytes", parsers.parse_count)),
+            ("memory.swap.current", _count_into(SWAP_CURRENT)),
+            ("memory.swap.events", _picker(("fail",), (SWAP_FAIL_EVENTS,), "memory.swap.events")),
         ),
     },
 )
@@ -333,12 +331,11 @@ V1_LAYOUT = Layout(
             ),
             ("memory.oom_control", _picker(("oom_kill",), (OOM_KILL,), "memory.oom_control")),
             ("memory.failcnt", _v1_failcnt),
-            ("memory.kmem.usage_in_bytes", _count_into(KERNEL)),
         ),
         SLOW: (
             ("memory.limit_in_bytes", _v1_limit),
             ("memory.memsw.limit_in_bytes", _v1_memsw_limit),
-            ("memory.soft_limit_in_bytes", _extra("soft_limit_bytes", parsers.parse_v1_limit)),
+            ("memory.kmem.usage_in_bytes", _count_into(KERNEL)),
         ),
     },
 )
@@ -412,6 +409,37 @@ class CgroupProbe:
 
     def read(self, tiers: int, errors: MutableMapping[str, int]) -> bool:
         """Read the files of ``tiers``; False when the cgroup has vanished (nothing more to read)."""
+        if tiers == FAST and not self.missing:
+            return self._read_fast(errors)
+        return self._read(tiers, errors)
+
+    def _read_fast(self, errors: MutableMapping[str, int]) -> bool:
+        # Most reads of a tick are FAST only (two files): the same as _read without its loop.
+        (_, current_suffix, apply_current), (_, stat_suffix, apply_stat) = self._plans[FAST]
+        base = self.path
+        try:
+            fd = os.open(base + current_suffix, _OPEN_FLAGS)  # type: ignore[operator]
+            try:
+                current = os.read(fd, _READ_SIZE)
+            finally:
+                os.close(fd)
+            fd = os.open(base + stat_suffix, _OPEN_FLAGS)  # type: ignore[operator]
+            try:
+                stat = os.read(fd, _READ_SIZE)
+            finally:
+                os.close(fd)
+        except OSError:
+            return self._read(FAST, errors)  # read again the slow way, which says what went wrong
+        try:
+            malformed = apply_current(self, current)
+        except ParseError:
+            malformed = 1
+        malformed += apply_stat(self, stat)
+        if malformed:
+            errors["malformed"] = errors.get("malformed", 0) + malformed
+        return True
+
+    def _read(self, tiers: int, errors: MutableMapping[str, int]) -> bool:
         stat = b""  # memory.stat as read by this call, for the entries that pick more of it
         base = self.path
         for name, suffix, apply in self._plans[tiers]:
@@ -489,13 +517,28 @@ class CgroupProbe:
         return {} if data is None else parsers.parse_pressure(data)[0]
 
     def limits(self) -> dict[str, int | None]:
-        """The limits as last read (bytes; None = unlimited or unknown), incl. min/low/soft limit."""
+        """The limits (bytes; None = unlimited or unknown): max, high and swap max as last read;
+        the protections (v2 memory.min/low, v1 soft limit) read now — nothing decides on them,
+        so the tick does not spend reads on them."""
         out: dict[str, int | None] = {
             "max_bytes": self.values[MAX],
             "high_bytes": self.values[HIGH],
             "swap_max_bytes": self.values[SWAP_MAX],
         }
         out.update(self.extra)
+        on_demand = (
+            (
+                ("min_bytes", "memory.min", parsers.parse_count),
+                ("low_bytes", "memory.low", parsers.parse_count),
+            )
+            if self.layout.version == 2
+            else (("soft_limit_bytes", "memory.soft_limit_in_bytes", parsers.parse_v1_limit),)
+        )
+        for key, name, parse in on_demand:
+            try:
+                out[key] = parse(read_file(f"{self.path}/{name}"))
+            except (OSError, ParseError):
+                out[key] = None
         return out
 
 

@@ -140,8 +140,13 @@ class SampleRing:
     def capacity(self) -> int:
         return self._fine.capacity + self._coarse.capacity
 
-    def append(self, t_seconds: float, row: array[int]) -> None:
-        """Store one encoded reading (a probe's ``row``: ``reading.ROW_SLOTS`` order) at ``t_seconds``."""
+    def append(self, t_seconds: float, row: array[int], *, sparse_changed: bool = True) -> None:
+        """Store one encoded reading (a probe's ``row``: ``reading.ROW_SLOTS`` order) at ``t_seconds``.
+
+        ``sparse_changed=False`` promises that the rarely-changing fields were not read since
+        the last append (the sampler knows: only its MEDIUM and SLOW reads set them), which
+        saves comparing them.
+        """
         # Runs for every container every tick: the tier pushes are written out here.
         fine = self._fine
         coarse = self._coarse
@@ -163,9 +168,10 @@ class SampleRing:
         start = slot * DENSE_WIDTH
         fine.values[start : start + DENSE_WIDTH] = row[:DENSE_WIDTH]
         changes = self._changes
-        sparse = row[DENSE_WIDTH:]
-        if sparse != changes.last:
-            changes.add(t_seconds, sparse)
+        if sparse_changed or changes.last is None:
+            sparse = row[DENSE_WIDTH:]
+            if sparse != changes.last:
+                changes.add(t_seconds, sparse)
         if len(changes.times) > 1:
             changes.forget_before(coarse.times[coarse.head] if coarse.count else fine.times[fine.head])
 

@@ -5,10 +5,10 @@ Each tick (default every second) reads each discovered container's fast-moving f
 :class:`~memoryguard.agent.ring.SampleRing` (30 minutes by default). Slower-moving files are
 read every few ticks, spread over the containers so every tick costs about the same:
 
-- events, swap and PSI (``MEDIUM``) every ``medium_every_ticks`` (5) ticks;
-- limits (``SLOW``: ``memory.max``, ``memory.high``, swap max, min/low) every ``slow_every_ticks`` (10);
-- pod cgroups (the sum of their containers) every ``medium_every_ticks``: only their latest
-  reading is kept, no history;
+- events and PSI (``MEDIUM``) every ``medium_every_ticks`` (5) ticks;
+- limits and swap (``SLOW``: ``memory.max``, ``memory.high``, swap) every ``slow_every_ticks`` (10);
+- pod cgroups (the sum of their containers), every file, every ``pod_every_ticks`` (10): only
+  their latest reading is kept, no history;
 - discovery (listing directories) every ``discover_every_ticks`` (5), and on the next tick
   after someone asked for a pod or container the sampler does not know, or after a cgroup
   vanished.
@@ -127,6 +127,7 @@ class Sampler:
         discover_every_ticks: int = 5,
         medium_every_ticks: int = 5,
         slow_every_ticks: int = 10,
+        pod_every_ticks: int = 10,
     ) -> None:
         if interval_seconds <= 0:
             raise ValueError(f"interval_seconds must be > 0, got {interval_seconds!r}")
@@ -136,6 +137,7 @@ class Sampler:
             ("discover_every_ticks", discover_every_ticks),
             ("medium_every_ticks", medium_every_ticks),
             ("slow_every_ticks", slow_every_ticks),
+            ("pod_every_ticks", pod_every_ticks),
         ):
             if every < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {every!r}")
@@ -154,11 +156,11 @@ class Sampler:
         }
         self._discover_every = discover_every_ticks
         # Which tiers a cgroup reads, by (tick number + its phase) modulo the schedule's period.
-        period = math.lcm(medium_every_ticks, slow_every_ticks)
+        period = math.lcm(medium_every_ticks, slow_every_ticks, pod_every_ticks)
         medium = [MEDIUM if k % medium_every_ticks == 0 else 0 for k in range(period)]
         slow = [SLOW if k % slow_every_ticks == 0 else 0 for k in range(period)]
         self._container_tiers = [FAST | m | sl for m, sl in zip(medium, slow, strict=True)]
-        self._pod_tiers = [(FAST | MEDIUM if m else 0) | sl for m, sl in zip(medium, slow, strict=True)]
+        self._pod_tiers = [ALL_TIERS if k % pod_every_ticks == 0 else 0 for k in range(period)]
         self._containers: dict[tuple[str, str], _Tracked] = {}
         self._pods: dict[str, _Tracked] = {}
         self._tick_no = 0
@@ -213,7 +215,8 @@ class Sampler:
                 continue
             values = probe.values
             if values[ANON] is not None and values[FILE] is not None:
-                tracked.ring.append(t, probe.row)  # type: ignore[union-attr]  # containers have rings
+                # Only MEDIUM and SLOW reads touch the ring's change-logged fields.
+                tracked.ring.append(t, probe.row, sparse_changed=tiers != FAST)  # type: ignore[union-attr]
                 tracked.t_seconds = t
         pod_table = self._pod_tiers
         for uid, tracked in list(self._pods.items()):

@@ -70,7 +70,9 @@ class PodSource:
         from memoryguard.agent.sampler import Sampler
 
         # A display wants every file fresh at every refresh, not the agent's staggered tiers.
-        self.sampler = Sampler(root, medium_every_ticks=1, slow_every_ticks=1, discover_every_ticks=1)
+        self.sampler = Sampler(
+            root, medium_every_ticks=1, slow_every_ticks=1, pod_every_ticks=1, discover_every_ticks=1
+        )
         self.history = _History(history_seconds)
         self.description = (
             f"pods under {self.sampler.hierarchy.memory_root} (cgroup v{self.sampler.cgroup_version})"
