@@ -29,6 +29,22 @@ CASES = [
     ("one step up (a burst that has not ended)", lambda i: 100 + (80 if i > 240 else 0), 0.5, False, None, 0),
     ("warm-up then plateau", lambda i: min(200, 20 + 3 * i), 0.5, False, None, 0),
     (
+        "two cycles of a saw-tooth: too few to tell from growth",
+        lambda i: 100 + 200 * (i % 160) / 160,
+        0.3,
+        False,
+        None,
+        0,
+    ),
+    (
+        "slow leak under a saw-tooth taller than the leak",
+        lambda i: 100 + 0.1 * i + 60 * (i % 25) / 25,
+        0.3,
+        True,
+        0.1,
+        0.05,
+    ),
+    (
         "leak with single-sample spikes",
         lambda i: 50 + 1.0 * i + (60 if i % 37 == 0 else 0),
         0.2,

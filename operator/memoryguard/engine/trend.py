@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
 ENVELOPE_BUCKETS = 10
@@ -29,6 +29,10 @@ QUARTER_STEP_SHARE = 0.15
 # Saw-tooth and burst height above the envelope: the limit is hit by the highest peak, not a
 # typical one, but a single spike should not set it.
 EXCURSION_RANK = 2
+# A fall of this share of the series' range is the end of a cycle (a collection, a burst
+# ending), not noise; a trend needs this many cycles before a saw-tooth can be told from growth.
+FALL_SHARE = 0.25
+MIN_CYCLES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +88,49 @@ def envelope(
 def fit_trend(
     times: Sequence[float], values: Sequence[float], lo: int = 0, hi: int | None = None
 ) -> Trend | None:
-    """Trend of ``values[lo:hi]`` (times ascending); ``None`` with fewer than 4 points."""
+    """Trend of ``values[lo:hi]`` (times ascending); ``None`` with fewer than 4 points.
+
+    Bucket minima only trace the floor of a saw-tooth when each bucket holds a whole cycle. So
+    when growth looks sustained, the cycles are counted (falls of a quarter of the range or
+    more) and, if there are fewer than buckets, the fit is redone with one bucket per cycle;
+    under four cycles there is no telling a saw-tooth's ramps from growth, and it is not
+    called sustained.
+    """
     if hi is None:
         hi = len(values)
     if hi - lo < 4:
         return None
-    points = envelope(times, values, lo, hi, ENVELOPE_BUCKETS)
+    trend = _fit(times, values, lo, hi, ENVELOPE_BUCKETS)
+    if trend is None or not trend.sustained:
+        return trend
+    cycles = count_falls(values, lo, hi)
+    if cycles == 0 or cycles >= ENVELOPE_BUCKETS:
+        return trend
+    if cycles < MIN_CYCLES:
+        return replace(trend, quarters_rising=False)
+    return _fit(times, values, lo, hi, cycles)
+
+
+def count_falls(values: Sequence[float], lo: int, hi: int) -> int:
+    """How many times the series falls by a quarter of its range from a peak (GC cycles,
+    bursts ending), not counting noise."""
+    window = values[lo:hi]
+    threshold = FALL_SHARE * (max(window) - min(window))
+    if threshold <= 0:
+        return 0
+    falls = 0
+    peak = window[0]
+    for v in window:
+        if v > peak:
+            peak = v
+        elif peak - v >= threshold:
+            falls += 1
+            peak = v
+    return falls
+
+
+def _fit(times: Sequence[float], values: Sequence[float], lo: int, hi: int, buckets: int) -> Trend | None:
+    points = envelope(times, values, lo, hi, buckets)
     m = len(points)
     if m < 3:
         return None

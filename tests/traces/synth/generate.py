@@ -1,6 +1,6 @@
 """Generate the synthetic traces in tests/traces/synth-*.csv (deterministic: seeded).
 
-    .venv/bin/python tests/traces/synth/generate.py [--out tests/traces] [--check]
+    .venv/bin/python tests/traces/synth/generate.py [--out tests/traces] [--check] [--seed-offset N]
 
 The real-kernel traces (node-*.csv, page-cache-safe.csv) cover a fast Buffer leak, a V8 heap
 crash, a GC saw-tooth, a warm-up plateau and page cache at the limit. These add the shapes the
@@ -32,7 +32,7 @@ import math
 import random
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 MIB = 1024 * 1024
@@ -628,11 +628,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="compare with the committed files instead of writing"
     )
+    parser.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="add this to every seed: other draws of the same shapes (do results hang on one draw?)",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     stale = []
     for spec in SPECS:
-        text = render(spec)
+        text = render(replace(spec, seed=spec.seed + args.seed_offset))
         path = out / f"{spec.name}.csv"
         if args.check:
             if not path.exists() or path.read_text() != text:
