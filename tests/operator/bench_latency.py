@@ -72,7 +72,9 @@ def _meta(name: str, namespace: str, **extra: Any) -> dict[str, Any]:
 
 
 async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: int) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="mg-bench-latency-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+    workdir = Path(
+        tempfile.mkdtemp(prefix="mg-bench-latency-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
+    )
     write_proc(workdir / "proc")
     processes: list[asyncio.subprocess.Process] = []
     arrivals: dict[str, float] = {}
@@ -139,8 +141,20 @@ async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: in
                         "kind": "Deployment", "name": name, "uid": deployment["metadata"]["uid"], "controller": True}]),
                     "spec": {"selector": {"matchLabels": labels}, "template": deployment["spec"]["template"]},
                 }  # fmt: skip
-                pod_meta = _meta(f"{name}-5c9d-abcde", NAMESPACE, labels=labels, ownerReferences=[
-                    {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs_name, "uid": "rs", "controller": True}])
+                pod_meta = _meta(
+                    f"{name}-5c9d-abcde",
+                    NAMESPACE,
+                    labels=labels,
+                    ownerReferences=[
+                        {
+                            "apiVersion": "apps/v1",
+                            "kind": "ReplicaSet",
+                            "name": rs_name,
+                            "uid": "rs",
+                            "controller": True,
+                        }
+                    ],
+                )
                 pod_meta["uid"] = pod.uid
                 api.objects["v1/pods", NAMESPACE, pod_meta["name"]] = {
                     "apiVersion": "v1", "kind": "Pod", "metadata": pod_meta,
@@ -202,7 +216,11 @@ async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: in
     ordered = sorted(latencies)
 
     def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+        return (
+            ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+            if ordered
+            else float("nan")
+        )
 
     return {
         "workloads": workloads,
@@ -225,7 +243,9 @@ async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: in
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workloads", type=int, default=24)
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--leak-mib-per-second", type=float, default=6.0)

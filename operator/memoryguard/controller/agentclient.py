@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +78,40 @@ class TokenSource:
 @dataclass(frozen=True, slots=True)
 class ContainerReading:
     container_id: str
-    latest: Sample | None
+    latest_t_seconds: float | None
     rows: tuple[Sample, ...]
-    stat: dict[str, Any] = field(default_factory=dict)
+    latest_raw: dict[str, Any] | None = None
+
+    @property
+    def latest(self) -> Sample | None:
+        """The newest sample (built on demand: the rows usually end with it already)."""
+        if self.rows and self.rows[-1].t_seconds == self.latest_t_seconds:
+            return self.rows[-1]
+        return Sample.from_dict(self.latest_raw) if self.latest_raw else None
+
+
+_FIELDS = fields(Sample)
+_REQUIRED = frozenset(f.name for f in _FIELDS if f.default is MISSING)
+_BUILDERS: dict[tuple[str, ...], Callable[[Sequence[Any]], Sample]] = {}
+
+
+def _row_builder(columns: Sequence[str]) -> Callable[[Sequence[Any]], Sample]:
+    """A fast row -> Sample converter for one column layout (thousands of rows per cycle)."""
+    key = tuple(columns)
+    builder = _BUILDERS.get(key)
+    if builder is None:
+        index = {name: i for i, name in enumerate(key)}
+        missing = sorted(_REQUIRED - index.keys())
+        if missing:
+            raise ValueError(f"window.columns lacks {', '.join(missing)}")
+        picks: list[tuple[int, Any]] = [(index.get(f.name, -1), f.default) for f in _FIELDS]
+
+        def builder(row: Sequence[Any]) -> Sample:
+            return Sample(*[row[i] if i >= 0 else default for i, default in picks])
+
+        if len(_BUILDERS) < 64:
+            _BUILDERS[key] = builder
+    return builder
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +139,14 @@ def parse_pods_answer(body: dict[str, Any]) -> NodeReading:
         containers: dict[str, ContainerReading] = {}
         for container in pod.get("containers") or []:
             window = container.get("window") or {}
-            columns = window.get("columns") or []
-            rows = tuple(
-                Sample.from_dict(dict(zip(columns, row, strict=False))) for row in window.get("rows") or []
-            )
-            latest = container.get("latest")
+            raw_rows = window.get("rows") or ()
+            rows = tuple(map(_row_builder(window.get("columns") or ()), raw_rows)) if raw_rows else ()
+            latest = container.get("latest") or None
             containers[container["container_id"]] = ContainerReading(
                 container_id=container["container_id"],
-                latest=Sample.from_dict(latest) if latest else None,
+                latest_t_seconds=float(latest["t_seconds"]) if latest else None,
                 rows=rows,
-                stat=container.get("stat") or {},
+                latest_raw=latest,
             )
         pods[pod["pod_uid"]] = PodReading(pod_uid=pod["pod_uid"], containers=containers)
     return NodeReading(

@@ -337,11 +337,17 @@ async def _ask_node(
             answers[0].missing | answers[1].missing,
             reading.cgroup_version,
         )
-    latest = [c.latest.t_seconds for p in reading.pods.values() for c in p.containers.values() if c.latest]
+    latest = [
+        c.latest_t_seconds
+        for p in reading.pods.values()
+        for c in p.containers.values()
+        if c.latest_t_seconds is not None
+    ]
     if latest and reading.now_seconds - max(latest) > runtime.config.agent_stale_seconds:
         age = reading.now_seconds - max(latest)
         return _NodeResult(node, problem=f"agent {agent.pod} is stale: newest sample {age:.0f}s old")
     ingested = 0
+    step = history_step_seconds(runtime.config, policy, reading.interval_seconds)
     for pod_reading in reading.pods.values():
         for container_reading in pod_reading.containers.values():
             rows = container_reading.rows
@@ -349,7 +355,7 @@ async def _ask_node(
                 rows = (container_reading.latest,)
             history = state.history.get(pod_reading.pod_uid, container_reading.container_id)
             before = len(history)
-            history.extend(rows, keep_seconds=policy.window_seconds)
+            history.extend(rows, keep_seconds=policy.window_seconds, step_seconds=step)
             ingested += max(0, len(history) - before)
     runtime.metrics.samples_ingested.labels(state.key).inc(ingested)
     if reading.cgroup_version == 1:
@@ -443,7 +449,13 @@ async def _judge_container(
         if pod.owner is None:
             workload = Workload("Pod", pod.namespace, pod.name)
     assessment, decision = judgement.assessment, judgement.decision
-    state.schedule[key] = (now + _judge_again_in(runtime.config, policy, judgement), latest.usage_bytes)
+    # Spread the healthy containers' next judgements over the interval, so they do not all
+    # come due in the same cycle.
+    spread = 0.5 + 0.5 * ((hash(key) & 0xFFFF) / 0xFFFF)
+    state.schedule[key] = (
+        now + spread * _judge_again_in(runtime.config, policy, judgement),
+        latest.usage_bytes,
+    )
 
     action_note = decision.action.value
     if decision.action is not Action.NONE:
@@ -496,6 +508,19 @@ async def _judge_container(
         reason=decision.reason,
         since_seconds=state.at_risk_since[key],
     )
+
+
+def history_step_seconds(config: OperatorConfig, policy: Policy, interval_seconds: float) -> float:
+    """The thinning step beyond the dense span, never so coarse that the window holds fewer
+    than twice the guard's minSamples (or the engine would never forecast)."""
+    dense_samples = config.history_dense_seconds / max(interval_seconds, 1e-3)
+    sparse_span = policy.window_seconds - config.history_dense_seconds
+    if config.history_step_seconds <= 0 or sparse_span <= 0:
+        return config.history_step_seconds
+    needed = 2 * policy.min_samples - dense_samples
+    if needed <= 0:
+        return config.history_step_seconds
+    return max(interval_seconds, min(config.history_step_seconds, sparse_span / needed))
 
 
 def _judge_again_in(config: OperatorConfig, policy: Policy, judgement: Judgement) -> float:

@@ -57,7 +57,9 @@ class ContainerHistory:
     def __len__(self) -> int:
         return len(self._dense) + len(self._sparse)
 
-    def extend(self, samples: Iterable[Sample], *, keep_seconds: float) -> None:
+    def extend(
+        self, samples: Iterable[Sample], *, keep_seconds: float, step_seconds: float | None = None
+    ) -> None:
         """Append samples newer than the last one (older or repeated rows are ignored)."""
         last = self.last_t_seconds
         for sample in samples:
@@ -73,6 +75,8 @@ class ContainerHistory:
             last = sample.t_seconds
         if last is None:
             return
+        if step_seconds is not None:
+            self.step_seconds = step_seconds
         self._thin(newest=last)
         horizon = last - keep_seconds
         while self._sparse and self._sparse[0].t_seconds < horizon:

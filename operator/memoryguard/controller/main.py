@@ -66,8 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cycle.add_argument(
         "--history-step-seconds",
         type=float,
-        default=5.0,
-        help="keep one sample per this many seconds beyond the last 2 minutes (0: all)",
+        default=10.0,
+        help="keep one sample per this many seconds beyond the last minute (0: all; "
+        "never so coarse that a guard's window holds fewer than 2 x minSamples)",
     )
 
     agents = parser.add_argument_group("agents")

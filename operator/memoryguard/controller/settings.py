@@ -44,8 +44,8 @@ class OperatorConfig:
     token_file: Path | None = SERVICE_ACCOUNT_TOKEN
     # History kept per container: every sample of the last dense_seconds, one per
     # history_step_seconds before that, up to the guard's forecast window.
-    history_dense_seconds: float = 120.0
-    history_step_seconds: float = 5.0
+    history_dense_seconds: float = 60.0
+    history_step_seconds: float = 10.0
     # A container far from its limit and not growing is judged at least this often, and at once
     # when its usage moves by assess_jump_fraction of its limit: at 15 s and 2 %, nothing can go
     # from "healthy" to "killed" unseen (that would take 20 % of the limit within 15 s, a jump

@@ -1,0 +1,289 @@
+"""The operator at scale: cycle time, CPU and memory with 10 000 pods on 500 simulated nodes.
+
+KMock holds the pods (and one agent pod per node); one aiohttp server plays the whole agent
+fleet, answering ``GET /<node>/v1/pods`` with the agent API's JSON (the operator reaches it
+through ``--agent-url-template http://127.0.0.1:PORT/{node}``). Every container has 30
+minutes of 1 s samples behind it, as a long-running agent would; 1 % of them grow slowly
+(at risk, no action due). ``memoryguard operator`` runs as its own process; this script
+scrapes its /metrics for the cycle durations and reads its CPU time and RSS from /proc.
+
+    python -m tests.operator.bench_scale --pods 10000 --nodes 500 --seconds 90 [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "bench"
+AGENT_NAMESPACE = "memoryguard-system"
+MiB = 1024 * 1024
+LIMIT_BYTES = 512 * MiB
+COLUMNS = ["t_seconds", "anon_bytes", "file_bytes", "max_bytes", "inactive_file_bytes", "active_file_bytes",
+           "shmem_bytes", "kernel_bytes", "current_bytes", "high_bytes", "swap_current_bytes", "swap_max_bytes",
+           "oom_kill", "oom_events", "high_events", "max_events", "swap_fail_events", "pgmajfault",
+           "psi_some_avg10", "psi_full_avg10", "alive"]  # fmt: skip
+HISTORY_SECONDS = 1800
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Fleet:
+    """Answers for every simulated node like a long-running agent sampling once a second."""
+
+    def __init__(self, pods: dict[str, tuple[str, bool, int]]) -> None:
+        self.pods = pods  # uid -> (container id, growing, base anon bytes)
+        self.started = time.time()
+        self.requests = 0
+        self.rows_sent = 0
+
+    def _row(self, uid: str, t: float) -> list[Any]:
+        _, growing, base = self.pods[uid]
+        age = t - (self.started - HISTORY_SECONDS)
+        anon = base + (int(age * 40 * 1024) if growing else (hash((uid, int(t))) % (2 * MiB)))
+        file_bytes = 64 * MiB
+        kernel = 2 * MiB
+        return [t, anon, file_bytes, LIMIT_BYTES, file_bytes // 2, file_bytes // 2, 0, kernel,
+                anon + file_bytes + kernel, None, 0, None, 0, 0, 0, 0, 0, 0, 0.0, 0.0, True]  # fmt: skip
+
+    async def pods_handler(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        node = request.match_info["node"]
+        now = time.time()
+        newest = float(int(now))  # the fleet "samples" on whole seconds
+        since = request.query.get("since_seconds")
+        window = float(request.query.get("window_seconds", "600"))
+        start = max(newest - window, self.started - HISTORY_SECONDS)
+        if since is not None:
+            start = max(start, float(since) + 1e-9)
+        times = [float(t) for t in range(int(start) + (0 if start == int(start) else 1), int(newest) + 1)]
+        answer_pods = []
+        missing = []
+        for uid in request.query.getall("uid", []):
+            if uid not in self.pods:
+                missing.append(uid)
+                continue
+            cid = self.pods[uid][0]
+            rows = [self._row(uid, t) for t in times]
+            self.rows_sent += len(rows)
+            latest = dict(zip(COLUMNS, self._row(uid, newest), strict=True))
+            answer_pods.append({
+                "pod_uid": uid, "qos": "burstable", "cgroup_path": f"kubepods.slice/pod{uid}", "latest": latest,
+                "containers": [{
+                    "container_id": cid, "runtime": "containerd", "cgroup_path": f"pod{uid}/{cid}",
+                    "latest": latest, "stat": {}, "events": {}, "swap_events": {}, "pressure": {},
+                    "window": {"columns": COLUMNS, "rows": rows}}],
+            })  # fmt: skip
+        body = {"node": node, "agent_version": "bench", "cgroup_version": 2, "now_seconds": now,
+                "interval_seconds": 1.0, "pods": answer_pods, "missing": missing}  # fmt: skip
+        return web.json_response(body)
+
+
+def _proc_stats(pid: int) -> dict[str, float]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    return {"rss_mib": round(rss, 1), "peak_rss_mib": round(hwm, 1), "cpu_seconds": cpu}
+
+
+def _histogram(text: str, name: str) -> tuple[list[tuple[float, float]], float, float]:
+    buckets = []
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            le = re.search(r'le="([^"]+)"', line).group(1)  # type: ignore[union-attr]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+        elif line.startswith(f"{name}_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(f"{name}_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return buckets, total, count
+
+
+def _quantile(buckets: list[tuple[float, float]], count: float, q: float) -> float:
+    for le, cumulative in sorted(buckets):
+        if cumulative >= q * count:
+            return le
+    return float("inf")
+
+
+async def run(pods: int, nodes: int, seconds: float, guards: int) -> dict[str, Any]:
+    rng = random.Random(7)
+    fleet_pods: dict[str, tuple[str, bool, int]] = {}
+    fleet_port, metrics_port = _free_port(), _free_port()
+    async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
+        api.resources.load_bundled()
+        api.resources["memoryguard.io/v1alpha1/memoryguards"] = {
+            "kind": "MemoryGuard", "singular": "memoryguard", "namespaced": True,
+            "verbs": {"get", "list", "watch", "create", "patch", "update", "delete"}, "subresources": {"status"},
+        }  # fmt: skip
+        for n in range(nodes):
+            node = f"node-{n}"
+            api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": f"agent-{node}", "namespace": AGENT_NAMESPACE, "uid": str(uuid.uuid4()),
+                             "resourceVersion": "1", "labels": {
+                                 "app.kubernetes.io/name": "memoryguard", "app.kubernetes.io/component": "agent"}},
+                "spec": {"nodeName": node, "containers": [{"name": "agent", "image": "x"}]},
+                "status": {"phase": "Running", "podIP": "127.0.0.1"},
+            }  # fmt: skip
+        for i in range(pods):
+            uid = str(uuid.UUID(int=rng.getrandbits(128)))
+            cid = hashlib.sha256(uid.encode()).hexdigest()
+            growing = i % 100 == 0
+            fleet_pods[uid] = (cid, growing, (96 if growing else rng.randint(64, 256)) * MiB)
+            app = f"app-{i % guards}"
+            api.objects["v1/pods", NAMESPACE, f"pod-{i}"] = {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": f"pod-{i}", "namespace": NAMESPACE, "uid": uid, "resourceVersion": "1",
+                             "labels": {"app": app}},
+                "spec": {"nodeName": f"node-{i % nodes}", "containers": [
+                    {"name": "app", "image": "x", "resources": {"limits": {"memory": "512Mi"}}}]},
+                "status": {"phase": "Running", "containerStatuses": [
+                    {"name": "app", "containerID": f"containerd://{cid}", "ready": True, "restartCount": 0,
+                     "image": "x", "imageID": "x"}]},
+            }  # fmt: skip
+        for g in range(guards):
+            api.objects["memoryguard.io/v1alpha1/memoryguards", NAMESPACE, f"app-{g}"] = {
+                "apiVersion": "memoryguard.io/v1alpha1", "kind": "MemoryGuard",
+                "metadata": {"name": f"app-{g}", "namespace": NAMESPACE, "uid": str(uuid.uuid4()),
+                             "resourceVersion": "1", "generation": 1},
+                "spec": {"selector": {"matchLabels": {"app": f"app-{g}"}}, "forecast": {"minSamples": 30}},
+            }  # fmt: skip
+
+        fleet = Fleet(fleet_pods)
+        app = web.Application()
+        app.router.add_get("/{node}/v1/pods", fleet.pods_handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", fleet_port).start()
+
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "operator"),
+                                                                          os.environ.get("PYTHONPATH")]))}  # fmt: skip
+        log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mg-bench-scale-{os.getpid()}.log"
+        log = log_path.open("wb")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "memoryguard.cli", "operator", "--api-server", str(server.url), "--standalone",
+            "-n", NAMESPACE, "-n", AGENT_NAMESPACE, "--no-agent-auth", "--liveness", "",
+            "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1", "--cycle-seconds", "1",
+            "--agent-url-template", f"http://127.0.0.1:{fleet_port}/{{node}}",
+            stdout=log, stderr=log, env=env, cwd=REPO,
+        )  # fmt: skip
+        try:
+            async with aiohttp.ClientSession() as session:
+
+                async def scrape() -> str:
+                    async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+                        return await response.text()
+
+                # Warm-up: every pod's window loaded (500 pods per guard cycle), then measure.
+                warm_started = time.monotonic()
+                while True:
+                    await asyncio.sleep(2)
+                    with contextlib.suppress(aiohttp.ClientError):
+                        text = await scrape()
+                        watched = sum(float(x) for x in re.findall(
+                            r'^memoryguard_operator_pods_watched\{[^}]*\} (\S+)$', text, re.M))  # fmt: skip
+                        ingested = sum(float(x) for x in re.findall(
+                            r"^memoryguard_operator_samples_ingested_total\{[^}]*\} (\S+)$", text, re.M))  # fmt: skip
+                        if watched >= pods and ingested >= pods * 150:
+                            break
+                    if time.monotonic() - warm_started > 600:
+                        raise RuntimeError(f"no steady state after 600 s; see {log_path}")
+                warmup_seconds = time.monotonic() - warm_started
+                await asyncio.sleep(10)
+                before_text = await scrape()
+                before = _proc_stats(process.pid)
+                wall_start = time.monotonic()
+                await asyncio.sleep(seconds)
+                after_text = await scrape()
+                after = _proc_stats(process.pid)
+                wall = time.monotonic() - wall_start
+        finally:
+            process.terminate()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(process.wait(), 20)
+            await runner.cleanup()
+
+    name = "memoryguard_operator_cycle_duration_seconds"
+    b0, s0, c0 = _histogram(before_text, name)
+    b1, s1, c1 = _histogram(after_text, name)
+    window_buckets: dict[float, float] = {}
+    for le, value in b1:
+        window_buckets[le] = window_buckets.get(le, 0.0) + value
+    for le, value in b0:
+        window_buckets[le] = window_buckets.get(le, 0.0) - value
+    cycles = c1 - c0
+    buckets = sorted(window_buckets.items())
+    return {
+        "pods": pods,
+        "nodes": nodes,
+        "guards": guards,
+        "warmup_seconds": round(warmup_seconds, 1),
+        "measured_seconds": round(wall, 1),
+        "guard_cycles": int(cycles),
+        "cycle_seconds_mean": round((s1 - s0) / cycles, 3) if cycles else None,
+        "cycle_seconds_p50_bucket": _quantile(buckets, cycles, 0.5),
+        "cycle_seconds_p99_bucket": _quantile(buckets, cycles, 0.99),
+        "operator_cpu_percent_of_one_core": round(
+            100 * (after["cpu_seconds"] - before["cpu_seconds"]) / wall, 1
+        ),
+        "operator_rss_mib": after["rss_mib"],
+        "operator_peak_rss_mib": after["peak_rss_mib"],
+        "fleet_requests": fleet.requests,
+        "log": str(log_path),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pods", type=int, default=10_000)
+    parser.add_argument("--nodes", type=int, default=500)
+    parser.add_argument("--guards", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = asyncio.run(run(args.pods, args.nodes, args.seconds, args.guards))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{result['pods']} pods on {result['nodes']} nodes, {result['guards']} guard(s): "
+            f"{result['guard_cycles']} guard cycles in {result['measured_seconds']} s, mean "
+            f"{result['cycle_seconds_mean']} s (p50 ≤ {result['cycle_seconds_p50_bucket']} s, "
+            f"p99 ≤ {result['cycle_seconds_p99_bucket']} s); operator CPU "
+            f"{result['operator_cpu_percent_of_one_core']} % of one core, RSS {result['operator_rss_mib']} MiB "
+            f"(peak {result['operator_peak_rss_mib']} MiB); warm-up {result['warmup_seconds']} s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
