@@ -5,11 +5,11 @@ Each tick (default every second) reads each discovered container's fast-moving f
 :class:`~memoryguard.agent.ring.SampleRing` (30 minutes by default). Slower-moving files are
 read every few ticks, spread over the containers so every tick costs about the same:
 
-- events and PSI (``MEDIUM``) every ``medium_every_ticks`` (5) ticks;
+- events, PSI and the rest of memory.stat (``MEDIUM``) every ``medium_every_ticks`` (10) ticks;
 - limits and swap (``SLOW``: ``memory.max``, ``memory.high``, swap) every ``slow_every_ticks`` (10);
 - pod cgroups (the sum of their containers), every file, every ``pod_every_ticks`` (10): only
   their latest reading is kept, no history;
-- discovery (listing directories) every ``discover_every_ticks`` (5), and on the next tick
+- discovery (listing directories) every ``discover_every_ticks`` (10), and on the next tick
   after someone asked for a pod or container the sampler does not know, or after a cgroup
   vanished.
 
@@ -124,8 +124,8 @@ class Sampler:
         proc_root: Path = Path("/proc"),
         fine_seconds: float = 300.0,
         coarse_step_seconds: float = 10.0,
-        discover_every_ticks: int = 5,
-        medium_every_ticks: int = 5,
+        discover_every_ticks: int = 10,
+        medium_every_ticks: int = 10,
         slow_every_ticks: int = 10,
         pod_every_ticks: int = 10,
     ) -> None:
