@@ -3,7 +3,9 @@
 The operator evaluates thousands of containers per cycle, so one decision must cost well under
 a millisecond. Measured in CPU time (robust to other load on the machine), best and median of
 several rounds, next to a floor measured in the same run: one bare Python pass that reads a
-field of each of the 1800 samples — the least any decision that looks at every sample costs.
+field of each of the 1800 samples — the least any decision that looks at every sample costs —
+and a yardstick of the machine's speed at that moment (a 1000-element list comprehension, about
+30 µs on an idle core here): on a shared machine, read the figures against it.
 
     .venv/bin/python scripts/bench_engine.py [--samples 1800] [--rounds 7] [--json]
 """
@@ -80,9 +82,17 @@ def main() -> int:
         def floor(samples: list[Sample] = samples) -> int:
             return max([s.anon_bytes for s in samples])
 
+        def yardstick() -> list[int]:
+            return [x * 2 for x in range(1000)]
+
         decide()  # warm up (and fail loudly before timing if something is off)
-        decision_times = [cpu_seconds_per_call(decide, args.iterations) for _ in range(args.rounds)]
-        floor_times = [cpu_seconds_per_call(floor, args.iterations) for _ in range(args.rounds)]
+        decision_times = []
+        floor_times = []
+        yardstick_times = []
+        for _ in range(args.rounds):  # interleaved, so a burst of load hits all three alike
+            decision_times.append(cpu_seconds_per_call(decide, args.iterations))
+            floor_times.append(cpu_seconds_per_call(floor, args.iterations))
+            yardstick_times.append(cpu_seconds_per_call(yardstick, args.iterations))
         result = {
             "shape": shape,
             "samples": args.samples,
@@ -92,6 +102,7 @@ def main() -> int:
             "floor_us_best": round(min(floor_times) * 1e6, 1),
             "ratio_to_floor": round(min(decision_times) / min(floor_times), 2),
             "decisions_per_cpu_second": int(1 / min(decision_times)),
+            "yardstick_us_best": round(min(yardstick_times) * 1e6, 1),
         }
         results.append(result)
         if not args.json:
@@ -99,7 +110,8 @@ def main() -> int:
                 f"engine: {shape} ({result['verdict']}), assess+plan over {args.samples} samples: "
                 f"best {result['decision_us_best']} µs, median {result['decision_us_median']} µs "
                 f"CPU per decision ({result['decisions_per_cpu_second']} per CPU second); floor (one pass "
-                f"reading each sample) {result['floor_us_best']} µs, ratio {result['ratio_to_floor']}x"
+                f"reading each sample) {result['floor_us_best']} µs, ratio {result['ratio_to_floor']}x; "
+                f"yardstick [x*2 for x in range(1000)] {result['yardstick_us_best']} µs"
             )
     if args.json:
         print(json.dumps(results))

@@ -26,7 +26,6 @@ import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate
 
 from memoryguard.engine.model import Sample
 from memoryguard.engine.trend import Trend, excursion_bytes, fit_trend
@@ -214,7 +213,7 @@ def forecast_pinned(
     ]
     latest_value = values[-1]
     line = lines[0] if lines else None
-    detrended_max: list[float] | None = None  # built on first use
+    detrended: list[float] | None = None  # built on first use
     n = len(values)
 
     overall: Trend | None = None
@@ -237,13 +236,11 @@ def forecast_pinned(
             # trend, so each new peak of a saw-tooth riding a slow leak is not taken for a
             # fresh, fast one — by at least half of what this scale's trend adds in a quarter
             # (plateau noise setting a new record by a few pages does not count).
-            long_slope = max(0.0, overall.slope_bytes_per_second) if overall else 0.0
-            if detrended_max is None:
-                detrended = (v - long_slope * t for t, v in zip(times, values, strict=True))
-                detrended_max = list(accumulate(detrended, max))
-            recent = max(values[i] - long_slope * times[i] for i in range(last_quarter, n))
+            if detrended is None:
+                long_slope = max(0.0, overall.slope_bytes_per_second) if overall else 0.0
+                detrended = [v - long_slope * t for t, v in zip(times, values, strict=True)]
             margin = NEW_TERRITORY_SHARE * trend.slope_bytes_per_second * trend.span_seconds / 4.0
-            if recent <= detrended_max[last_quarter - 1] + margin:
+            if max(detrended[last_quarter:]) <= max(detrended[:last_quarter]) + margin:
                 continue
         growth_seen = max(growth_seen, trend.growth_bytes)
         # The fitted line extrapolates: when growth has just paused, it runs ahead of the

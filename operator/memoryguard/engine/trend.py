@@ -184,7 +184,7 @@ def excursion_bytes(trend: Trend, times: Sequence[float], values: Sequence[float
     and bursts. The second-highest rise, so one stray sample does not set it."""
     base = trend.level_bytes - trend.slope_bytes_per_second * trend.end_seconds
     slope = trend.slope_bytes_per_second
-    residuals = [values[i] - base - slope * times[i] for i in range(lo, hi)]
+    residuals = [v - base - slope * t for t, v in zip(times[lo:hi], values[lo:hi], strict=True)]
     if len(residuals) < 2:
         return 0.0
     return max(0.0, heapq.nlargest(EXCURSION_RANK, residuals)[-1])
