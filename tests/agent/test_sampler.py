@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -320,8 +322,8 @@ def test_find_returns_discovered_directories_for_valid_ids_only(tmp_path):
             sampler.find(pod.uid, bad_id)
 
 
-def test_planned_paths_are_exactly_the_files_a_tick_opens(tmp_path, monkeypatch):
-    # The benchmark's floor loop reads planned_paths(n): it must be the tick's real work.
+def test_planned_opens_are_exactly_the_opens_a_tick_makes(tmp_path, monkeypatch):
+    # The benchmark's floor loop makes planned_opens(n): it must be the tick's real work.
     tree = CgroupTree(tmp_path / "cg")
     for _ in range(4):
         tree.add_pod(containers=2)
@@ -329,17 +331,54 @@ def test_planned_paths_are_exactly_the_files_a_tick_opens(tmp_path, monkeypatch)
     sampler.tick()
     real_open = cgroup.os.open
     for _ in range(12):
-        planned = sampler.planned_paths(sampler.tick_no)
-        opened: list[str] = []
+        planned = sampler.planned_opens(sampler.tick_no)
+        opened: list[tuple[int | None, str]] = []
 
-        def recording_open(path, *args, _opened=opened, **kwargs):
-            _opened.append(path)
-            return real_open(path, *args, **kwargs)
+        def recording_open(path, flags, *args, dir_fd=None, _opened=opened, **kwargs):
+            _opened.append((dir_fd, path))
+            return real_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
 
         monkeypatch.setattr(cgroup.os, "open", recording_open)
         sampler.tick()
         monkeypatch.setattr(cgroup.os, "open", real_open)
-        assert sorted(opened) == sorted(planned)
+        assert sorted(opened, key=str) == sorted(planned, key=str)
+        assert all(dir_fd is not None and "/" not in name for dir_fd, name in opened)  # openat
+    paths = sampler.planned_paths(sampler.tick_no)
+    assert all(p.startswith(str(tree.memory_root)) and os.path.exists(p) for p in paths)
+
+
+def test_a_cgroup_made_again_at_the_same_path_is_read_again(tmp_path):
+    # The probe holds a descriptor of the directory: a new directory at the same path must be
+    # noticed, not read as "every file missing" through the old one.
+    tree = CgroupTree(tmp_path / "cg")
+    pod = tree.add_pod(containers=1, anon_bytes=10 * MiB)
+    path = tree.path(pod.uid)
+    probe = cgroup.CgroupProbe(path, cgroup.V2_LAYOUT)
+    errors: dict[str, int] = {}
+    assert probe.read(cgroup.ALL_TIERS, errors)
+    moved = path.with_name(path.name + ".old")
+    path.rename(moved)
+    shutil.copytree(moved, path)
+    shutil.rmtree(moved)
+    tree.set(pod.uid, pod.containers[-1], anon_bytes=30 * MiB)  # rewrites the pod's files too
+
+    assert probe.read(cgroup.ALL_TIERS, errors)  # notices the replacement
+    assert probe.read(cgroup.ALL_TIERS, errors)
+    assert probe.values[cgroup.ANON] == 30 * MiB + 200 * KiB
+    assert probe.missing == set()
+    assert errors.get("missing_file", 0) == 0
+
+
+def test_closing_releases_the_directory_descriptors(tmp_path):
+    tree = CgroupTree(tmp_path / "cg")
+    for _ in range(3):
+        tree.add_pod(containers=2)
+    before = len(os.listdir("/proc/self/fd"))
+    sampler = make_sampler(tree)
+    sampler.tick()
+    assert len(os.listdir("/proc/self/fd")) - before == 12  # 3 pods, each with 2 apps and a sandbox
+    sampler.close()
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 def test_node_reading_has_meminfo_psi_and_root_stats(tree):

@@ -88,6 +88,7 @@ ERROR_KINDS = ("vanished", "missing_file", "malformed", "permission", "io")
 
 _READ_SIZE = 65536
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class NoMemoryCgroup(RuntimeError):
@@ -384,9 +385,26 @@ class CgroupProbe:
     ``values`` is the exact reading and ``row`` its encoded twin (see ``reading``). A file
     found missing once is not tried again (its fields stay unknown): kernels do not grow
     files at run time.
+
+    Files are opened relative to a descriptor of the cgroup directory (``openat``), which
+    saves resolving the whole path (five or six levels under kubepods) for every file, every
+    tick — 10 to 20 % of the reading cost. The descriptor (``O_PATH``: no buffers behind it)
+    is held until :meth:`close`; without one (out of descriptors) files are opened by path.
     """
 
-    __slots__ = ("_plans", "extra", "layout", "missing", "path", "raw", "row", "values")
+    __slots__ = (
+        "_by_path",
+        "_dir_fd",
+        "_plans",
+        "_prefix",
+        "extra",
+        "layout",
+        "missing",
+        "path",
+        "raw",
+        "row",
+        "values",
+    )
 
     def __init__(self, path: str | Path, layout: Layout) -> None:
         self.path = str(path)
@@ -397,33 +415,69 @@ class CgroupProbe:
         self.extra: dict[str, int | None] = {}
         self.missing: set[str] = set()
         self._plans = _plans(layout, frozenset())
+        self._dir_fd: int | None = None
+        self._prefix = self.path + "/"  # what file names are joined to: "" once the directory is open
+        self._by_path = False  # the directory could not be opened (no descriptors left): use paths
 
     def _plan(self) -> None:
         self._plans = _plans(self.layout, frozenset(self.missing))
 
+    def _attach(self) -> bool:
+        """Open the cgroup directory; False when it is gone. Other failures keep path opens."""
+        try:
+            self._dir_fd = os.open(self.path, _DIR_FLAGS)
+        except OSError as exc:
+            self._by_path = True
+            return exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ENODEV)
+        self._prefix = ""
+        return True
+
+    def close(self) -> None:
+        """Let go of the directory descriptor (reading again reopens it)."""
+        fd, self._dir_fd = getattr(self, "_dir_fd", None), None
+        self._prefix = self.path + "/"
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
     def paths(self, tiers: int) -> list[str]:
-        """The files a read of these tiers opens (what the benchmark's floor loop reads)."""
+        """The files a read of these tiers opens, by absolute path."""
         if not tiers:
             return []
-        return [self.path + suffix for _, suffix, _ in self._plans[tiers] if suffix is not None]
+        return [f"{self.path}/{name}" for name, suffix, _ in self._plans[tiers] if suffix is not None]
+
+    def opens(self, tiers: int) -> list[tuple[int | None, str]]:
+        """The ``(dir_fd, name)`` pairs a read of these tiers passes to ``os.open`` (the benchmark's
+        floor loop opens the same files the same way)."""
+        if not tiers:
+            return []
+        prefix = self._prefix
+        return [(self._dir_fd, prefix + name) for name, suffix, _ in self._plans[tiers] if suffix is not None]
 
     def read(self, tiers: int, errors: MutableMapping[str, int]) -> bool:
         """Read the files of ``tiers``; False when the cgroup has vanished (nothing more to read)."""
+        if self._dir_fd is None and not self._by_path and not self._attach():
+            errors["vanished"] = errors.get("vanished", 0) + 1
+            return False
         if tiers == FAST and not self.missing:
             return self._read_fast(errors)
         return self._read(tiers, errors)
 
     def _read_fast(self, errors: MutableMapping[str, int]) -> bool:
         # Most reads of a tick are FAST only (two files): the same as _read without its loop.
-        (_, current_suffix, apply_current), (_, stat_suffix, apply_stat) = self._plans[FAST]
-        base = self.path
+        (current_name, _, apply_current), (stat_name, _, apply_stat) = self._plans[FAST]
+        prefix = self._prefix
+        dir_fd = self._dir_fd
         try:
-            fd = os.open(base + current_suffix, _OPEN_FLAGS)  # type: ignore[operator]
+            fd = os.open(prefix + current_name, _OPEN_FLAGS, dir_fd=dir_fd)
             try:
                 current = os.read(fd, _READ_SIZE)
             finally:
                 os.close(fd)
-            fd = os.open(base + stat_suffix, _OPEN_FLAGS)  # type: ignore[operator]
+            fd = os.open(prefix + stat_name, _OPEN_FLAGS, dir_fd=dir_fd)
             try:
                 stat = os.read(fd, _READ_SIZE)
             finally:
@@ -441,7 +495,6 @@ class CgroupProbe:
 
     def _read(self, tiers: int, errors: MutableMapping[str, int]) -> bool:
         stat = b""  # memory.stat as read by this call, for the entries that pick more of it
-        base = self.path
         for name, suffix, apply in self._plans[tiers]:
             if suffix is None:
                 if not stat:
@@ -449,13 +502,15 @@ class CgroupProbe:
                 data = stat
             else:
                 try:
-                    fd = os.open(base + suffix, _OPEN_FLAGS)
+                    fd = os.open(self._prefix + name, _OPEN_FLAGS, dir_fd=self._dir_fd)
                     try:
                         data = os.read(fd, _READ_SIZE)
                     finally:
                         os.close(fd)
                 except OSError as exc:
                     kind = self._classify(exc, name)
+                    if kind == "replaced":
+                        continue  # the directory was removed and made again: reopened next read
                     errors[kind] = errors.get(kind, 0) + 1
                     if kind == "vanished":
                         return False
@@ -474,6 +529,11 @@ class CgroupProbe:
         if exc.errno in (errno.ENOENT, errno.ENODEV, errno.ENOTDIR):
             if not os.path.isdir(self.path):
                 return "vanished"
+            if self._dir_fd is not None:
+                # The directory we hold may be a removed one, with a new one at the same path.
+                self.close()
+                if os.path.exists(f"{self.path}/{name}"):
+                    return "replaced"
             self.missing.add(name)
             self._plan()
             return "missing_file"

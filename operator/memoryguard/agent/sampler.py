@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import resource
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -62,6 +63,19 @@ from memoryguard.agent.ring import COLUMNS, SampleRing
 from memoryguard.engine.model import Sample
 
 log = logging.getLogger(__name__)
+
+# The sampler holds one directory descriptor per pod and container cgroup (see CgroupProbe):
+# a node with hundreds of containers needs more than the common soft limit of 1024.
+OPEN_FILES_WANTED = 65536
+
+
+def _allow_open_files(wanted: int) -> None:
+    """Raise this process's soft limit on open files toward ``wanted`` (never above the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +156,7 @@ class Sampler:
             if every < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {every!r}")
         self.hierarchy = detect_hierarchy(Path(root))
+        _allow_open_files(OPEN_FILES_WANTED)
         self.cgroup_version: int = self.hierarchy.version
         self.interval_seconds = interval_seconds
         self.retention_seconds = retention_seconds
@@ -211,6 +226,7 @@ class Sampler:
                 tiers = table[(n + tracked.phase) % period]
             if not probe.read(tiers, errors):
                 del containers[key]
+                probe.close()
                 self._rediscover_requested = True  # its pod may be gone too
                 continue
             values = probe.values
@@ -229,6 +245,7 @@ class Sampler:
                     continue
             if not tracked.probe.read(tiers, errors):
                 del self._pods[uid]
+                tracked.probe.close()
                 continue
             if tracked.probe.complete:
                 tracked.t_seconds = t
@@ -253,13 +270,15 @@ class Sampler:
         return table[(n + tracked.phase) % len(table)]
 
     def planned_paths(self, n: int) -> list[str]:
-        """The files tick ``n`` reads for the cgroups known now (the benchmark's floor loop reads them)."""
-        paths: list[str] = []
-        for tracked in self._containers.values():
-            paths.extend(tracked.probe.paths(self._tiers(tracked, n)))
-        for tracked in self._pods.values():
-            paths.extend(tracked.probe.paths(self._tiers(tracked, n)))
-        return paths
+        """The files tick ``n`` reads for the cgroups known now, by absolute path."""
+        tracked = [*self._containers.values(), *self._pods.values()]
+        return [path for tr in tracked for path in tr.probe.paths(self._tiers(tr, n))]
+
+    def planned_opens(self, n: int) -> list[tuple[int | None, str]]:
+        """The ``os.open`` calls (``dir_fd``, name) tick ``n`` makes: the benchmark's floor loop
+        makes the same ones."""
+        tracked = [*self._containers.values(), *self._pods.values()]
+        return [entry for tr in tracked for entry in tr.probe.opens(self._tiers(tr, n))]
 
     def rediscover(self) -> None:
         """Re-list the cgroup tree at the next tick (cheap to call often: once per tick at most)."""
@@ -273,16 +292,25 @@ class Sampler:
         for key, container in found.containers.items():
             tracked = self._containers.get(key)
             if tracked is None or tracked.cgroup.path != container.path:
+                if tracked is not None:
+                    tracked.probe.close()
                 ring = SampleRing.for_retention(**self._ring_shape)
                 self._containers[key] = self._track(container, ring)
         for key in self._containers.keys() - found.containers.keys():
-            del self._containers[key]
+            self._containers.pop(key).probe.close()
         for uid, pod in found.pods.items():
             tracked = self._pods.get(uid)
             if tracked is None or tracked.cgroup.path != pod.path:
+                if tracked is not None:
+                    tracked.probe.close()
                 self._pods[uid] = self._track(pod, None)
         for uid in self._pods.keys() - found.pods.keys():
-            del self._pods[uid]
+            self._pods.pop(uid).probe.close()
+
+    def close(self) -> None:
+        """Close every cgroup directory descriptor (the sampler reopens them if it ticks again)."""
+        for tracked in [*self._containers.values(), *self._pods.values()]:
+            tracked.probe.close()
 
     def _track(self, cgroup: ContainerCgroup | PodCgroup, ring: SampleRing | None) -> _Tracked:
         # Consecutive phases spread each tier's reads evenly over the ticks.

@@ -1,8 +1,9 @@
 """Run timed sampling ticks over a cgroup tree and report their cost (for benchmarks).
 
 Each measured tick is paired with a *floor*: a bare Python loop that opens and reads exactly
-the files that tick reads (``os.open``/``os.read``/``os.close``, nothing parsed or stored) —
-the least any Python sampler could spend. The ratio of the two medians says how much the
+the files that tick reads, the way it opens them (``os.open`` relative to the cgroup's
+directory descriptor, ``os.read``, ``os.close``; nothing parsed or stored) — the least any
+Python sampler could spend. The ratio of the two medians says how much the
 agent adds on top of the kernel and the file system, and holds up on a busy machine better
 than absolute times do. CPU time per tick divided by the interval is the share of one core
 the agent needs at that rate.
@@ -77,15 +78,15 @@ def run(args: argparse.Namespace) -> int:
     floor_cpu: list[float] = []
     files = 0
     for i in range(args.repeat):
-        paths = sampler.planned_paths(sampler.tick_no)
-        files += len(paths)
+        opens = sampler.planned_opens(sampler.tick_no)
+        files += len(opens)
         # Alternate which goes first, so neither always reads the files the other just warmed.
         if i % 2:
-            _time_floor(paths, floor_wall, floor_cpu)
+            _time_floor(opens, floor_wall, floor_cpu)
             _time_tick(sampler, tick_wall, tick_cpu)
         else:
             _time_tick(sampler, tick_wall, tick_cpu)
-            _time_floor(paths, floor_wall, floor_cpu)
+            _time_floor(opens, floor_wall, floor_cpu)
         clock.advance()
         if args.interval > 0:
             time.sleep(args.interval)
@@ -152,13 +153,13 @@ def _time_tick(sampler: Any, wall: list[float], cpu: list[float]) -> None:
     cpu.append(time.thread_time() - c0)
 
 
-def _time_floor(paths: list[str], wall: list[float], cpu: list[float]) -> None:
+def _time_floor(opens: list[tuple[int | None, str]], wall: list[float], cpu: list[float]) -> None:
     flags = os.O_RDONLY | os.O_CLOEXEC
     c0 = time.thread_time()
     w0 = time.perf_counter()
-    for path in paths:
+    for dir_fd, name in opens:
         try:
-            fd = os.open(path, flags)
+            fd = os.open(name, flags, dir_fd=dir_fd)
         except OSError:
             continue
         os.read(fd, 65536)
