@@ -8,8 +8,8 @@ controller at ``memory/`` (``memory.usage_in_bytes`` present) is v1. On a hybrid
 A :class:`CgroupProbe` reads one cgroup into a reading (see ``reading.py``: a flat vector
 laid out like :class:`memoryguard.engine.model.Sample`, plus its encoded uint32 row). Files are
 read in three tiers so the sampling tick stays cheap — every tick only what moves fast, the
-rest less often (``FAST`` picks anon, file and inactive_file out of ``memory.stat``; ``MEDIUM``
-picks the other keys the Sample needs out of the same bytes, without reading it again):
+rest less often (``FAST`` picks anon, file and inactive_file out of ``memory.stat``; a read
+that includes ``MEDIUM`` picks the other keys the Sample needs in the same pass):
 
 ==========  ========================================  ============================================
 tier        cgroup v2                                 cgroup v1
@@ -139,10 +139,8 @@ def read_file(path: str | Path) -> bytes:
 
 # --- how each file lands in the reading -------------------------------------------------------
 # An applier stores what it parsed (exact value and encoded row field) and returns the number
-# of malformed lines it skipped. Entries whose file name starts with "@" read no file: they
-# parse more keys out of the memory.stat bytes the fast tier already read.
+# of malformed lines it skipped.
 Applier = Callable[["CgroupProbe", bytes], int]
-_STAT_AGAIN = "@memory.stat"
 
 
 def _store(probe: CgroupProbe, slot: int, value: int | None) -> None:
@@ -260,33 +258,23 @@ def _v1_memsw_limit(probe: CgroupProbe, data: bytes) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """The files of one cgroup version, by tier, with how each is applied."""
+    """The files of one cgroup version by tier, with how each is applied, and the
+    ``memory.stat`` keys each tier needs (picked in one pass from a single read of the file)."""
 
     version: int
+    stat_file: str
     tiers: dict[int, tuple[tuple[str, Applier], ...]]
+    stat_keys: dict[int, tuple[tuple[str, int], ...]]  # tier -> (memory.stat key, reading slot)
 
 
 # Every tick needs usage, anon, file and inactive_file (working set = usage − inactive_file);
-# the other memory.stat keys move slowly enough to be picked out every MEDIUM tick.
+# the other memory.stat keys move slowly enough to be picked out at MEDIUM reads.
 V2_LAYOUT = Layout(
     2,
+    "memory.stat",
     {
-        FAST: (
-            ("memory.current", _count_into(CURRENT)),
-            (
-                "memory.stat",
-                _picker(("anon", "file", "inactive_file"), (ANON, FILE, INACTIVE_FILE), None),
-            ),
-        ),
+        FAST: (("memory.current", _count_into(CURRENT)),),
         MEDIUM: (
-            (
-                _STAT_AGAIN,
-                _picker(
-                    ("active_file", "shmem", "kernel", "pgmajfault"),
-                    (ACTIVE_FILE, SHMEM, KERNEL, PGMAJFAULT),
-                    None,
-                ),
-            ),
             (
                 "memory.events",
                 _picker(
@@ -305,31 +293,23 @@ V2_LAYOUT = Layout(
             ("memory.swap.events", _picker(("fail",), (SWAP_FAIL_EVENTS,), "memory.swap.events")),
         ),
     },
+    {
+        FAST: (("anon", ANON), ("file", FILE), ("inactive_file", INACTIVE_FILE)),
+        MEDIUM: (
+            ("active_file", ACTIVE_FILE),
+            ("shmem", SHMEM),
+            ("kernel", KERNEL),
+            ("pgmajfault", PGMAJFAULT),
+        ),
+    },
 )
 
 V1_LAYOUT = Layout(
     1,
+    "memory.stat",
     {
-        FAST: (
-            ("memory.usage_in_bytes", _count_into(CURRENT)),
-            (
-                "memory.stat",
-                _picker(
-                    ("total_rss", "total_cache", "total_inactive_file"),
-                    (ANON, FILE, INACTIVE_FILE),
-                    None,
-                ),
-            ),
-        ),
+        FAST: (("memory.usage_in_bytes", _count_into(CURRENT)),),
         MEDIUM: (
-            (
-                _STAT_AGAIN,
-                _picker(
-                    ("total_active_file", "total_shmem", "total_pgmajfault", "total_swap"),
-                    (ACTIVE_FILE, SHMEM, PGMAJFAULT, SWAP_CURRENT),
-                    None,
-                ),
-            ),
             ("memory.oom_control", _picker(("oom_kill",), (OOM_KILL,), "memory.oom_control")),
             ("memory.failcnt", _v1_failcnt),
         ),
@@ -337,6 +317,15 @@ V1_LAYOUT = Layout(
             ("memory.limit_in_bytes", _v1_limit),
             ("memory.memsw.limit_in_bytes", _v1_memsw_limit),
             ("memory.kmem.usage_in_bytes", _count_into(KERNEL)),
+        ),
+    },
+    {
+        FAST: (("total_rss", ANON), ("total_cache", FILE), ("total_inactive_file", INACTIVE_FILE)),
+        MEDIUM: (
+            ("total_active_file", ACTIVE_FILE),
+            ("total_shmem", SHMEM),
+            ("total_pgmajfault", PGMAJFAULT),
+            ("total_swap", SWAP_CURRENT),
         ),
     },
 )
@@ -350,31 +339,31 @@ def layout_for(version: int) -> Layout:
     raise ValueError(f"cgroup version must be 1 or 2, got {version!r}")
 
 
-Plan = tuple[tuple[str, str | None, Applier], ...]  # (file name, "/file name" or None, applier)
+Plan = tuple[tuple[str, Applier], ...]  # (file name, applier) in reading order
 _PLAN_CACHE: dict[tuple[int, frozenset[str]], dict[int, Plan]] = {}
 
 
 def _plans(layout: Layout, missing: frozenset[str]) -> dict[int, Plan]:
     """One flat plan per combination of tiers, so a read is a single loop.
 
-    Shared by every probe with the same layout and missing files: hundreds of probes must
-    stay small, so none holds its own copy (nor its own path strings).
+    ``memory.stat`` comes second (after usage), read once with one picker for the keys of all
+    the tiers in the combination. Plans are shared by every probe with the same layout and
+    missing files: hundreds of probes must stay small, so none holds its own copy.
     """
     key = (layout.version, missing)
     plans = _PLAN_CACHE.get(key)
     if plans is None:
-        entries = {
-            tier: tuple(
-                (name, None if name.startswith("@") else f"/{name}", apply)
-                for name, apply in layout.tiers[tier]
-                if name not in missing
-            )
-            for tier in (FAST, MEDIUM, SLOW)
-        }
-        plans = {
-            mask: tuple(entry for tier in (FAST, MEDIUM, SLOW) if tier & mask for entry in entries[tier])
-            for mask in range(1, ALL_TIERS + 1)
-        }
+        plans = {}
+        for mask in range(1, ALL_TIERS + 1):
+            tiers = [tier for tier in (FAST, MEDIUM, SLOW) if tier & mask]
+            files = [
+                (name, apply) for tier in tiers for name, apply in layout.tiers[tier] if name not in missing
+            ]
+            stat_keys = [pair for tier in tiers for pair in layout.stat_keys.get(tier, ())]
+            if stat_keys and layout.stat_file not in missing:
+                keys, slots = zip(*stat_keys, strict=True)
+                files.insert(min(1, len(files)), (layout.stat_file, _picker(keys, slots, None)))
+            plans[mask] = tuple(files)
         _PLAN_CACHE[key] = plans
     return plans
 
@@ -447,7 +436,7 @@ class CgroupProbe:
         """The files a read of these tiers opens, by absolute path."""
         if not tiers:
             return []
-        return [f"{self.path}/{name}" for name, suffix, _ in self._plans[tiers] if suffix is not None]
+        return [f"{self.path}/{name}" for name, _ in self._plans[tiers]]
 
     def opens(self, tiers: int) -> list[tuple[int | None, str]]:
         """The ``(dir_fd, name)`` pairs a read of these tiers passes to ``os.open`` (the benchmark's
@@ -455,20 +444,20 @@ class CgroupProbe:
         if not tiers:
             return []
         prefix = self._prefix
-        return [(self._dir_fd, prefix + name) for name, suffix, _ in self._plans[tiers] if suffix is not None]
+        return [(self._dir_fd, prefix + name) for name, _ in self._plans[tiers]]
 
     def read(self, tiers: int, errors: MutableMapping[str, int]) -> bool:
         """Read the files of ``tiers``; False when the cgroup has vanished (nothing more to read)."""
         if self._dir_fd is None and not self._by_path and not self._attach():
             errors["vanished"] = errors.get("vanished", 0) + 1
             return False
-        if tiers == FAST and not self.missing:
+        if tiers == FAST and len(self._plans[FAST]) == 2:
             return self._read_fast(errors)
         return self._read(tiers, errors)
 
     def _read_fast(self, errors: MutableMapping[str, int]) -> bool:
         # Most reads of a tick are FAST only (two files): the same as _read without its loop.
-        (current_name, _, apply_current), (stat_name, _, apply_stat) = self._plans[FAST]
+        (current_name, apply_current), (stat_name, apply_stat) = self._plans[FAST]
         prefix = self._prefix
         dir_fd = self._dir_fd
         try:
@@ -494,29 +483,21 @@ class CgroupProbe:
         return True
 
     def _read(self, tiers: int, errors: MutableMapping[str, int]) -> bool:
-        stat = b""  # memory.stat as read by this call, for the entries that pick more of it
-        for name, suffix, apply in self._plans[tiers]:
-            if suffix is None:
-                if not stat:
-                    continue
-                data = stat
-            else:
+        for name, apply in self._plans[tiers]:
+            try:
+                fd = os.open(self._prefix + name, _OPEN_FLAGS, dir_fd=self._dir_fd)
                 try:
-                    fd = os.open(self._prefix + name, _OPEN_FLAGS, dir_fd=self._dir_fd)
-                    try:
-                        data = os.read(fd, _READ_SIZE)
-                    finally:
-                        os.close(fd)
-                except OSError as exc:
-                    kind = self._classify(exc, name)
-                    if kind == "replaced":
-                        continue  # the directory was removed and made again: reopened next read
-                    errors[kind] = errors.get(kind, 0) + 1
-                    if kind == "vanished":
-                        return False
-                    continue
-                if name == "memory.stat":
-                    stat = data
+                    data = os.read(fd, _READ_SIZE)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                kind = self._classify(exc, name)
+                if kind == "replaced":
+                    continue  # the directory was removed and made again: reopened next read
+                errors[kind] = errors.get(kind, 0) + 1
+                if kind == "vanished":
+                    return False
+                continue
             try:
                 malformed = apply(self, data)
             except ParseError:

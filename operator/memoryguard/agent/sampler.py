@@ -7,7 +7,7 @@ read every few ticks, spread over the containers so every tick costs about the s
 
 - events, PSI and the rest of memory.stat (``MEDIUM``) every ``medium_every_ticks`` (10) ticks;
 - limits and swap (``SLOW``: ``memory.max``, ``memory.high``, swap) every ``slow_every_ticks`` (10);
-- pod cgroups (the sum of their containers), every file, every ``pod_every_ticks`` (10): only
+- pod cgroups (the sum of their containers), every file, every ``pod_every_ticks`` (30): only
   their latest reading is kept, no history;
 - discovery (listing directories) every ``discover_every_ticks`` (10), and on the next tick
   after someone asked for a pod or container the sampler does not know, or after a cgroup
@@ -141,7 +141,7 @@ class Sampler:
         discover_every_ticks: int = 10,
         medium_every_ticks: int = 10,
         slow_every_ticks: int = 10,
-        pod_every_ticks: int = 10,
+        pod_every_ticks: int = 30,
     ) -> None:
         if interval_seconds <= 0:
             raise ValueError(f"interval_seconds must be > 0, got {interval_seconds!r}")
