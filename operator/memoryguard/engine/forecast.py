@@ -11,7 +11,9 @@ Pinned memory fails the workload at the nearest of these lines:
   out instead — slower (PSI ~20 %) but not stalled — so there only memory.max + swap counts;
 - a runtime heap cap (Node ``--max-old-space-size``, JVM ``-Xmx``): the runtime aborts, however
   much cgroup room is left. The cap bounds the heap, which lives in anon, so the line is the cap
-  plus the part of pinned memory that is not anon (shmem, kernel).
+  plus the part of pinned memory that is not anon (shmem, kernel). Anon also holds what the
+  runtime keeps outside the heap, so the process dies a little above the cap — in the recorded
+  ``--max-old-space-size=96`` crash, at 99.5 MiB of anon — and the cap alone is the prudent line.
 
 The trend is fitted at several nested time scales ending now (the whole window, a quarter of
 it, a sixteenth, … down to ``min_samples`` samples), because a leak that started two minutes ago hides
