@@ -441,3 +441,17 @@ def test_a_permission_error_is_counted_as_permission(tmp_path):
     assert probe.missing == {"memory.stat"}
     gone = cgroup.CgroupProbe(Path(tmp_path) / "nope", cgroup.V2_LAYOUT)
     assert gone._classify(FileNotFoundError(2, "gone"), "memory.stat") == "vanished"
+
+
+def test_a_memory_stat_longer_than_one_read_is_read_to_its_end(tmp_path):
+    tree = CgroupTree(tmp_path / "cg")
+    pod = tree.add_pod(containers=1, anon_bytes=10 * MiB)
+    cid = pod.containers[-1]
+    padding = "".join(f"future_key_{i} {i}\n" for i in range(1000))  # ~19 KiB before the keys
+    tree.write_file(pod.uid, cid, "memory.stat", padding + f"anon {20 * MiB}\nfile {MiB}\ninactive_file 0\n")
+    sampler = make_sampler(tree)
+    sampler.tick()
+    sampler.tick()
+    s = latest(sampler, pod.uid, cid)
+    assert (s.anon_bytes, s.file_bytes, s.inactive_file_bytes) == (20 * MiB, MiB, 0)
+    assert sampler.errors["malformed"] == 0

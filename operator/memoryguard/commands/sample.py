@@ -162,7 +162,7 @@ def _time_floor(opens: list[tuple[int | None, str]], wall: list[float], cpu: lis
             fd = os.open(name, flags, dir_fd=dir_fd)
         except OSError:
             continue
-        os.read(fd, 65536)
+        os.read(fd, 8192)  # the sampler's read size
         os.close(fd)
     wall.append(time.perf_counter() - w0)
     cpu.append(time.thread_time() - c0)
