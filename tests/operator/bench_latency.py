@@ -29,7 +29,6 @@ from typing import Any
 
 import aiohttp
 import kmock
-
 from tests.support.cgroup_tree import CgroupTree, MiB, write_proc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,9 +88,12 @@ async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: in
     async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
         api.resources.load_bundled()
         api.resources["memoryguard.io/v1alpha1/memoryguards"] = {
-            "kind": "MemoryGuard", "singular": "memoryguard", "namespaced": True,
-            "verbs": {"get", "list", "watch", "create", "patch", "update", "delete"}, "subresources": {"status"},
-        }  # fmt: skip
+            "kind": "MemoryGuard",
+            "singular": "memoryguard",
+            "namespaced": True,
+            "verbs": {"get", "list", "watch", "create", "patch", "update", "delete"},
+            "subresources": {"status"},
+        }
         api["patch", kmock.resource("apps/v1/deployments")] << record
         trees: list[tuple[str, int, CgroupTree]] = []
         try:
@@ -101,21 +103,47 @@ async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: in
                 log = (workdir / f"{node}.log").open("ab")
                 processes.append(
                     await asyncio.create_subprocess_exec(
-                        sys.executable, "-m", "memoryguard.cli", "agent", "--root", str(tree.root),
-                        "--proc-root", str(workdir / "proc"), "--listen", f"127.0.0.1:{port}",
-                        "--node-name", node, "--interval", "1s", "--insecure-no-auth",
-                        stdout=log, stderr=log, env=_env(), cwd=REPO,
+                        sys.executable,
+                        "-m",
+                        "memoryguard.cli",
+                        "agent",
+                        "--root",
+                        str(tree.root),
+                        "--proc-root",
+                        str(workdir / "proc"),
+                        "--listen",
+                        f"127.0.0.1:{port}",
+                        "--node-name",
+                        node,
+                        "--interval",
+                        "1s",
+                        "--insecure-no-auth",
+                        stdout=log,
+                        stderr=log,
+                        env=_env(),
+                        cwd=REPO,
                     )
-                )  # fmt: skip
+                )
                 await _wait_http(f"http://127.0.0.1:{port}/healthz")
                 api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = {
-                    "apiVersion": "v1", "kind": "Pod",
-                    "metadata": _meta(f"agent-{node}", AGENT_NAMESPACE, labels={
-                        "app.kubernetes.io/name": "memoryguard", "app.kubernetes.io/component": "agent"}),
-                    "spec": {"nodeName": node, "containers": [
-                        {"name": "agent", "image": "x", "ports": [{"name": "api", "containerPort": port}]}]},
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": _meta(
+                        f"agent-{node}",
+                        AGENT_NAMESPACE,
+                        labels={
+                            "app.kubernetes.io/name": "memoryguard",
+                            "app.kubernetes.io/component": "agent",
+                        },
+                    ),
+                    "spec": {
+                        "nodeName": node,
+                        "containers": [
+                            {"name": "agent", "image": "x", "ports": [{"name": "api", "containerPort": port}]}
+                        ],
+                    },
                     "status": {"phase": "Running", "podIP": "127.0.0.1"},
-                }  # fmt: skip
+                }
                 trees.append((node, port, tree))
 
             leaks: list[dict[str, Any]] = []
@@ -127,20 +155,44 @@ async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: in
                 tree.set(pod.uid, cid, anon_bytes=START_BYTES, file_bytes=10 * MiB, max_bytes=LIMIT_BYTES)
                 labels = {"app": name}
                 deployment = {
-                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
                     "metadata": _meta(name, NAMESPACE, generation=1),
-                    "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                             "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "app", "image": "x"}]}}},
-                    "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1},
-                }  # fmt: skip
+                    "spec": {
+                        "replicas": 1,
+                        "selector": {"matchLabels": labels},
+                        "template": {
+                            "metadata": {"labels": labels},
+                            "spec": {"containers": [{"name": "app", "image": "x"}]},
+                        },
+                    },
+                    "status": {
+                        "observedGeneration": 1,
+                        "replicas": 1,
+                        "updatedReplicas": 1,
+                        "availableReplicas": 1,
+                    },
+                }
                 rs_name = f"{name}-5c9d"
                 api.objects["apps/v1/deployments", NAMESPACE, name] = deployment
                 api.objects["apps/v1/replicasets", NAMESPACE, rs_name] = {
-                    "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                    "metadata": _meta(rs_name, NAMESPACE, ownerReferences=[{"apiVersion": "apps/v1",
-                        "kind": "Deployment", "name": name, "uid": deployment["metadata"]["uid"], "controller": True}]),
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "metadata": _meta(
+                        rs_name,
+                        NAMESPACE,
+                        ownerReferences=[
+                            {
+                                "apiVersion": "apps/v1",
+                                "kind": "Deployment",
+                                "name": name,
+                                "uid": deployment["metadata"]["uid"],
+                                "controller": True,
+                            }
+                        ],
+                    ),
                     "spec": {"selector": {"matchLabels": labels}, "template": deployment["spec"]["template"]},
-                }  # fmt: skip
+                }
                 pod_meta = _meta(
                     f"{name}-5c9d-abcde",
                     NAMESPACE,
@@ -157,31 +209,68 @@ async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: in
                 )
                 pod_meta["uid"] = pod.uid
                 api.objects["v1/pods", NAMESPACE, pod_meta["name"]] = {
-                    "apiVersion": "v1", "kind": "Pod", "metadata": pod_meta,
-                    "spec": {"nodeName": node, "containers": [{"name": "app", "image": "x",
-                             "resources": {"limits": {"memory": "256Mi"}}}]},
-                    "status": {"phase": "Running", "containerStatuses": [
-                        {"name": "app", "containerID": f"containerd://{cid}", "ready": True, "restartCount": 0,
-                         "image": "x", "imageID": "x"}]},
-                }  # fmt: skip
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": pod_meta,
+                    "spec": {
+                        "nodeName": node,
+                        "containers": [
+                            {"name": "app", "image": "x", "resources": {"limits": {"memory": "256Mi"}}}
+                        ],
+                    },
+                    "status": {
+                        "phase": "Running",
+                        "containerStatuses": [
+                            {
+                                "name": "app",
+                                "containerID": f"containerd://{cid}",
+                                "ready": True,
+                                "restartCount": 0,
+                                "image": "x",
+                                "imageID": "x",
+                            }
+                        ],
+                    },
+                }
                 api.objects["memoryguard.io/v1alpha1/memoryguards", NAMESPACE, name] = {
-                    "apiVersion": "memoryguard.io/v1alpha1", "kind": "MemoryGuard",
+                    "apiVersion": "memoryguard.io/v1alpha1",
+                    "kind": "MemoryGuard",
                     "metadata": _meta(name, NAMESPACE, generation=1),
-                    "spec": {"selector": {"matchLabels": labels},
-                             "forecast": {"window": "2m", "horizon": "5m", "minSamples": 10},
-                             "actions": {"restart": {"rolloutSeconds": ROLLOUT_SECONDS, "maxPerHour": 1}}},
-                }  # fmt: skip
+                    "spec": {
+                        "selector": {"matchLabels": labels},
+                        "forecast": {"window": "2m", "horizon": "5m", "minSamples": 10},
+                        "actions": {"restart": {"rolloutSeconds": ROLLOUT_SECONDS, "maxPerHour": 1}},
+                    },
+                }
                 leaks.append({"name": name, "tree": tree, "uid": pod.uid, "cid": cid, "start": None})
 
             operator_log = (workdir / "operator.log").open("ab")
             processes.append(
                 await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "memoryguard.cli", "operator", "--api-server", str(server.url),
-                    "--standalone", "-n", NAMESPACE, "-n", AGENT_NAMESPACE, "--no-agent-auth",
-                    "--metrics-port", "0", "--liveness", "", "--cycle-seconds", "1",
-                    stdout=operator_log, stderr=operator_log, env=_env(), cwd=REPO,
+                    sys.executable,
+                    "-m",
+                    "memoryguard.cli",
+                    "operator",
+                    "--api-server",
+                    str(server.url),
+                    "--standalone",
+                    "-n",
+                    NAMESPACE,
+                    "-n",
+                    AGENT_NAMESPACE,
+                    "--no-agent-auth",
+                    "--metrics-port",
+                    "0",
+                    "--liveness",
+                    "",
+                    "--cycle-seconds",
+                    "1",
+                    stdout=operator_log,
+                    stderr=operator_log,
+                    env=_env(),
+                    cwd=REPO,
                 )
-            )  # fmt: skip
+            )
             await asyncio.sleep(3)  # watches established, first cycles run
 
             rate = rate_mib * MiB
@@ -217,9 +306,7 @@ async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: in
 
     def pct(p: float) -> float:
         return (
-            ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-            if ordered
-            else float("nan")
+            ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else float("nan")
         )
 
     return {

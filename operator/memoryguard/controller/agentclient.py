@@ -77,16 +77,28 @@ class TokenSource:
 
 @dataclass(frozen=True, slots=True)
 class ContainerReading:
+    """One container in an agent's answer. Rows stay raw until asked for: a first window
+    holds hundreds of rows, most of which the history thins away unbuilt."""
+
     container_id: str
     latest_t_seconds: float | None
-    rows: tuple[Sample, ...]
+    raw_rows: Sequence[Sequence[Any]] = ()
+    columns: tuple[str, ...] = ()
     latest_raw: dict[str, Any] | None = None
+
+    def sample(self, row: Sequence[Any]) -> Sample:
+        return _row_builder(self.columns)(row)
+
+    @property
+    def t_index(self) -> int:
+        return self.columns.index("t_seconds")
+
+    @property
+    def rows(self) -> tuple[Sample, ...]:
+        return tuple(map(_row_builder(self.columns), self.raw_rows)) if self.raw_rows else ()
 
     @property
     def latest(self) -> Sample | None:
-        """The newest sample (built on demand: the rows usually end with it already)."""
-        if self.rows and self.rows[-1].t_seconds == self.latest_t_seconds:
-            return self.rows[-1]
         return Sample.from_dict(self.latest_raw) if self.latest_raw else None
 
 
@@ -140,12 +152,15 @@ def parse_pods_answer(body: dict[str, Any]) -> NodeReading:
         for container in pod.get("containers") or []:
             window = container.get("window") or {}
             raw_rows = window.get("rows") or ()
-            rows = tuple(map(_row_builder(window.get("columns") or ()), raw_rows)) if raw_rows else ()
+            columns = tuple(window.get("columns") or ())
+            if raw_rows:
+                _row_builder(columns)  # a malformed layout fails here, as a malformed answer
             latest = container.get("latest") or None
             containers[container["container_id"]] = ContainerReading(
                 container_id=container["container_id"],
                 latest_t_seconds=float(latest["t_seconds"]) if latest else None,
-                rows=rows,
+                raw_rows=raw_rows,
+                columns=columns,
                 latest_raw=latest,
             )
         pods[pod["pod_uid"]] = PodReading(pod_uid=pod["pod_uid"], containers=containers)

@@ -350,12 +350,20 @@ async def _ask_node(
     step = history_step_seconds(runtime.config, policy, reading.interval_seconds)
     for pod_reading in reading.pods.values():
         for container_reading in pod_reading.containers.values():
-            rows = container_reading.rows
-            if not rows and container_reading.latest is not None:
-                rows = (container_reading.latest,)
             history = state.history.get(pod_reading.pod_uid, container_reading.container_id)
             before = len(history)
-            history.extend(rows, keep_seconds=policy.window_seconds, step_seconds=step)
+            if container_reading.raw_rows:
+                history.extend_rows(
+                    container_reading.raw_rows,
+                    t_index=container_reading.t_index,
+                    build=container_reading.sample,
+                    keep_seconds=policy.window_seconds,
+                    step_seconds=step,
+                )
+            elif container_reading.latest is not None:
+                history.extend(
+                    [container_reading.latest], keep_seconds=policy.window_seconds, step_seconds=step
+                )
             ingested += max(0, len(history) - before)
     runtime.metrics.samples_ingested.labels(state.key).inc(ingested)
     if reading.cgroup_version == 1:

@@ -10,8 +10,9 @@ over the window and reads the recent minutes at full resolution.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
+from typing import Any
 
 from memoryguard.engine.model import Sample
 
@@ -83,6 +84,39 @@ class ContainerHistory:
             self._sparse.popleft()
         while self._dense and self._dense[0].t_seconds < horizon:
             self._dense.popleft()
+
+    def extend_rows(
+        self,
+        rows: Sequence[Sequence[Any]],
+        *,
+        t_index: int,
+        build: Callable[[Sequence[Any]], Sample],
+        keep_seconds: float,
+        step_seconds: float,
+    ) -> None:
+        """Like ``extend`` for raw agent rows (oldest first), building only the rows kept.
+
+        A first window is hundreds of rows; most of them would be thinned away at once, so they
+        are skipped before a Sample is ever made of them.
+        """
+        if len(self) or step_seconds <= 0 or len(rows) < 2:
+            self.extend(map(build, rows), keep_seconds=keep_seconds, step_seconds=step_seconds)
+            return
+        newest = float(rows[-1][t_index])
+        dense_from = newest - self.dense_seconds
+        horizon = newest - keep_seconds
+        kept_t: float | None = None
+        kept: list[Sample] = []
+        for row in rows:
+            t = float(row[t_index])
+            if t < horizon:
+                continue
+            if t < dense_from:
+                if kept_t is not None and t - kept_t < step_seconds:
+                    continue
+                kept_t = t
+            kept.append(build(row))
+        self.extend(kept, keep_seconds=keep_seconds, step_seconds=step_seconds)
 
     def _thin(self, *, newest: float) -> None:
         dense_from = newest - self.dense_seconds

@@ -54,7 +54,7 @@ class OperatorConfig:
     assess_jump_fraction: float = 0.02
     # Pods first seen (operator start, new pods) have their whole window fetched; at most this
     # many per guard cycle, so an operator restart on a large cluster does not stall a cycle.
-    warmup_pods_per_cycle: int = 500
+    warmup_pods_per_cycle: int = 100
     # Kubernetes API access: in-cluster or kubeconfig when None.
     api_server: str | None = None
     api_insecure: bool = False
