@@ -6,7 +6,6 @@ import asyncio
 import uuid
 
 import pytest
-
 from tests.operator.conftest import NAMESPACE, Agents, Cluster, Operators, eventually
 from tests.operator.scenario import Leak, deploy, guard_spec
 
