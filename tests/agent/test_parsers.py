@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memoryguard.agent import cgroup, parsers
@@ -256,3 +256,34 @@ def test_reading_row_encodes_unknown_as_sentinel():
     row = new_row(new_values())
     assert row[ROW_POS[cgroup.ANON]] == NONE
     assert row[ROW_POS[cgroup.OOM_KILL]] == 0
+
+
+@given(
+    st.one_of(st.integers(min_value=0, max_value=2**64 - 1).map(lambda n: f"{n}\n".encode()), GARBAGE),
+    st.one_of(
+        st.dictionaries(
+            st.sampled_from(["anon", "file", "inactive_file", "kernel", "anon_thp", "file_mapped"]),
+            U64,
+        ).map(flat_file),
+        GARBAGE,
+    ),
+)
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_written_out_fast_read_matches_the_general_read(tmp_path, current, stat):
+    # CgroupProbe.read_fast inlines the general read for the hot path: same values, same row,
+    # same error counts, whatever the files say.
+    (tmp_path / "memory.current").write_bytes(current)
+    (tmp_path / "memory.stat").write_bytes(stat)
+    fast, general = (
+        cgroup.CgroupProbe(tmp_path, cgroup.V2_LAYOUT),
+        cgroup.CgroupProbe(tmp_path, cgroup.V2_LAYOUT),
+    )
+    fast_errors: dict[str, int] = {}
+    general_errors: dict[str, int] = {}
+    assert fast.read_fast(fast_errors) is True
+    assert general._attach() and general._read(cgroup.FAST, general_errors) is True
+    assert fast.values == general.values
+    assert list(fast.row) == list(general.row)
+    assert fast_errors == general_errors
+    fast.close()
+    general.close()

@@ -224,7 +224,7 @@ class Sampler:
                 tracked.fresh = False
             else:
                 tiers = table[(n + tracked.phase) % period]
-            if not probe.read(tiers, errors):
+            if not (probe.read_fast(errors) if tiers == FAST else probe.read(tiers, errors)):
                 del containers[key]
                 probe.close()
                 self._rediscover_requested = True  # its pod may be gone too
