@@ -22,3 +22,9 @@ $PY scripts/bench_engine.py --samples 1800
 
 echo "== engine: MemoryGuard vs baselines on the trace corpus (acceptance: --lead 10)"
 $PY -m memoryguard.cli bench tests/traces --lead 10
+
+echo "== operator: decision latency, forecast line -> restart PATCH at KMock (real agents, 1 s sampling)"
+$PY -m tests.operator.bench_latency --workloads 24
+
+echo "== operator: cycle time, CPU and memory with 10 000 pods on 500 simulated nodes"
+$PY -m tests.operator.bench_scale --pods 10000 --nodes 500 --seconds 60
