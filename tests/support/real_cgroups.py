@@ -17,6 +17,7 @@ touches a cgroup outside its own directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import secrets
@@ -77,10 +78,8 @@ def build(root: Path, version: int, containers: int, seed: int = 0) -> list[Path
 
 def remove(made: list[Path]) -> None:
     for path in reversed(made):  # children before parents
-        try:
+        with contextlib.suppress(FileNotFoundError):
             path.rmdir()
-        except FileNotFoundError:
-            pass
 
 
 def main(argv: list[str] | None = None) -> int:
