@@ -17,6 +17,10 @@ echo "== agent: sampling tick, 500-container node (cgroup v1, cgroupfs driver) o
 $PY -m tests.support.cgroup_tree --out "$WORK/node-v1" --containers 500 --version 1 --driver cgroupfs
 $PY -m memoryguard.cli sample --root "$WORK/node-v1" --repeat 300 --fill-rings --json
 
+echo "== agent: sampling tick over 500 REAL (empty) container cgroups under our own memory cgroup (needs root)"
+$PY -m tests.support.real_cgroups --containers 500 -- \
+  $PY -m memoryguard.cli sample --root '{root}' --repeat 300 --json || echo "skipped (needs root and a memory cgroup)"
+
 echo "== engine: one assess + plan over a 30-minute window of 1 s samples (CPU time, with a floor)"
 $PY scripts/bench_engine.py --samples 1800
 
