@@ -342,8 +342,8 @@ async def run(pods: int, nodes: int, seconds: float, guards: int) -> dict[str, A
                         and not any("still loading" in c.get("message", "") for c in ready)
                     ):
                         break
-                    if time.monotonic() - warm_started > 600:
-                        raise RuntimeError(f"no steady state after 600 s; see {log_path}")
+                    if time.monotonic() - warm_started > 1800:
+                        raise RuntimeError(f"no steady state after 1800 s; see {log_path}")
                 warmup_seconds = time.monotonic() - warm_started
                 await asyncio.sleep(10)
                 before_text = await scrape()

@@ -9,10 +9,7 @@ loop (KMock serves on it too, so everything in these tests is async).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -21,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import kmock
 import kopf
 import pytest
-from tests.support.cgroup_tree import CgroupTree, MiB
+from tests.support.agent_process import AgentProcess
+from tests.support.cgroup_tree import CgroupTree, MiB, write_proc
 
 from memoryguard.controller.main import run_operator
 from memoryguard.controller.metrics import OperatorMetrics
@@ -253,20 +250,22 @@ def cluster(kmock: kmock.KubernetesEmulator) -> Cluster:
 
 @dataclass
 class Agent:
+    """One node: a fixture cgroup tree and the real agent process serving it."""
+
     node: str
     port: int
     tree: CgroupTree
-    process: asyncio.subprocess.Process | None = None
-    log_path: Path | None = None
+    log_dir: Path
     # None: --insecure-no-auth; else the agent's review arguments (--api-server …)
     auth: tuple[str, ...] | None = None
+    process: AgentProcess | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def log(self) -> str:
-        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+        return self.process.log_text() if self.process is not None else ""
 
 
 @dataclass
@@ -275,80 +274,34 @@ class Agents:
     started: list[Agent] = field(default_factory=list)
 
     async def start(
-        self,
-        node: str,
-        *,
-        interval: str = "1s",
-        extra: tuple[str, ...] = (),
-        version: int = 2,
-        auth: tuple[str, ...] | None = None,
+        self, node: str, *, interval: str = "1s", version: int = 2, auth: tuple[str, ...] | None = None
     ) -> Agent:
-        root = self.tmp_path / f"cgroup-{node}"
-        tree = CgroupTree(root, version=version, driver="systemd")
-        agent = Agent(
-            node=node, port=free_port(), tree=tree, log_path=self.tmp_path / f"agent-{node}.log", auth=auth
-        )
-        await self.launch(agent, interval=interval, extra=extra)
+        tree = CgroupTree(self.tmp_path / f"cgroup-{node}", version=version, driver="systemd")
+        agent = Agent(node=node, port=free_port(), tree=tree, log_dir=self.tmp_path, auth=auth)
         self.started.append(agent)
+        await self.launch(agent, interval=interval)
         return agent
 
-    async def launch(self, agent: Agent, *, interval: str = "1s", extra: tuple[str, ...] = ()) -> None:
-        assert agent.log_path is not None
-        log = agent.log_path.open("ab")
-        agent.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "memoryguard.cli",
-            "agent",
-            "--root",
-            str(agent.tree.root),
-            "--proc-root",
-            str(self.tmp_path / "proc"),
-            "--listen",
-            f"127.0.0.1:{agent.port}",
-            "--node-name",
-            agent.node,
-            "--interval",
-            interval,
-            *(agent.auth if agent.auth is not None else ("--insecure-no-auth",)),
-            *extra,
-            stdout=log,
-            stderr=log,
-            cwd=REPO,
-            env={
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(
-                    filter(None, [str(REPO / "operator"), os.environ.get("PYTHONPATH")])
-                ),
-            },
-        )
-        deadline = time.monotonic() + 20
-        async with aiohttp.ClientSession() as session:
-            while True:
-                if agent.process.returncode is not None:
-                    raise RuntimeError(f"agent {agent.node} exited: {agent.log()[-2000:]}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{agent.url}/healthz") as response:
-                        if response.status in (200, 503):
-                            return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"agent {agent.node} did not come up: {agent.log()[-2000:]}")
-                await asyncio.sleep(0.1)
+    async def launch(self, agent: Agent, *, interval: str = "1s") -> None:
+        """Start (or start again, on the same port and tree) the agent process of a node."""
+        agent.process = AgentProcess(
+            root=agent.tree.root,
+            proc_root=self.tmp_path / "proc",
+            args=agent.auth if agent.auth is not None else ("--insecure-no-auth",),
+            node_name=agent.node,
+            interval=interval,
+            port=agent.port,
+            log_dir=agent.log_dir,
+        ).start()
+        await agent.process.wait_ready_async()
 
     async def stop(self, agent: Agent) -> None:
-        if agent.process is not None and agent.process.returncode is None:
-            agent.process.terminate()
-            try:
-                await asyncio.wait_for(agent.process.wait(), 10)
-            except TimeoutError:
-                agent.process.kill()
-                await agent.process.wait()
+        if agent.process is not None and agent.process.process is not None:
+            await agent.process.stop_async()
 
 
 @pytest.fixture
 async def agents(tmp_path: Path) -> AsyncIterator[Agents]:
-    from tests.support.cgroup_tree import write_proc
-
     write_proc(tmp_path / "proc")
     fleet = Agents(tmp_path)
     try:
