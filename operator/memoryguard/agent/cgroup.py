@@ -344,7 +344,8 @@ V1_LAYOUT = Layout(
 
 # The FAST read written out (CgroupProbe.read_fast): usage, then three memory.stat sizes.
 _FAST_SLOTS = (ANON, FILE, INACTIVE_FILE)
-_FAST_POSITIONS = tuple(ROW_POS[slot] for slot in _FAST_SLOTS)
+_S1, _S2, _S3 = _FAST_SLOTS
+_P1, _P2, _P3 = (ROW_POS[slot] for slot in _FAST_SLOTS)
 _CURRENT_POS = ROW_POS[CURRENT]
 _FAST_SPECS: dict[int, tuple[str, str, parsers.Needles]] = {}
 for _layout in (V2_LAYOUT, V1_LAYOUT):
@@ -511,27 +512,39 @@ class CgroupProbe:
         except OSError:
             return self._read(FAST, errors)
         raw = current.strip()
-        if not raw.isdigit() or len(raw) > 20 or len(stat) == _READ_SIZE:
+        buf = b"\n" + stat + b"\n"  # the extra newline: every value ends with one
+        (n1, z1), (n2, z2), (n3, z3) = targets
+        i1 = buf.find(n1) + z1
+        i2 = buf.find(n2) + z2
+        i3 = buf.find(n3) + z3
+        d1 = buf[i1 : buf.find(b"\n", i1)]
+        d2 = buf[i2 : buf.find(b"\n", i2)]
+        d3 = buf[i3 : buf.find(b"\n", i3)]
+        if (
+            i1 < z1 or i2 < z2 or i3 < z3  # a key is missing (find gave -1)
+            or not (raw.isdigit() and d1.isdigit() and d2.isdigit() and d3.isdigit())
+            or len(raw) > 20 or len(d1) > 20 or len(d2) > 20 or len(d3) > 20
+            or len(stat) == _READ_SIZE
+        ):  # fmt: skip
             return self._read(FAST, errors)
         values = self.values
         row = self.row
-        buf = b"\n" + stat + b"\n"  # the extra newline: every value ends with one
-        picked = []
-        for needle, size in targets:
-            start = buf.find(needle)
-            if start < 0:
-                return self._read(FAST, errors)
-            start += size
-            digits = buf[start : buf.find(b"\n", start)]
-            if not digits.isdigit() or len(digits) > 20:
-                return self._read(FAST, errors)
-            picked.append(int(digits))
         usage = int(raw)
         values[CURRENT] = usage
-        row[_CURRENT_POS] = min(usage >> 10, CEILING)
-        for slot, pos, size_bytes in zip(_FAST_SLOTS, _FAST_POSITIONS, picked, strict=True):
-            values[slot] = size_bytes
-            row[pos] = min(size_bytes >> 10, CEILING)
+        stored = usage >> 10
+        row[_CURRENT_POS] = stored if stored <= CEILING else CEILING
+        v1 = int(d1)
+        values[_S1] = v1
+        stored = v1 >> 10
+        row[_P1] = stored if stored <= CEILING else CEILING
+        v2 = int(d2)
+        values[_S2] = v2
+        stored = v2 >> 10
+        row[_P2] = stored if stored <= CEILING else CEILING
+        v3 = int(d3)
+        values[_S3] = v3
+        stored = v3 >> 10
+        row[_P3] = stored if stored <= CEILING else CEILING
         return True
 
     def _read(self, tiers: int, errors: MutableMapping[str, int]) -> bool:
