@@ -139,8 +139,12 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
             priority = int(args.priority)
         except ValueError:
             raise SystemExit(f"--priority: expected an integer or 'auto', got {args.priority!r}") from None
+    namespaces = list(args.namespaces)
+    if namespaces and args.agent_namespace and args.agent_namespace not in namespaces:
+        # The agent pods are found through a watch: a namespaced operator must watch theirs too.
+        namespaces.append(args.agent_namespace)
     return OperatorConfig(
-        namespaces=tuple(args.namespaces),
+        namespaces=tuple(namespaces),
         standalone=args.standalone,
         peering_name=args.peering,
         priority=priority,
