@@ -258,26 +258,29 @@ def test_reading_row_encodes_unknown_as_sentinel():
     assert row[ROW_POS[cgroup.OOM_KILL]] == 0
 
 
+STAT_KEYS = {
+    2: ["anon", "file", "inactive_file", "kernel", "anon_thp", "file_mapped"],
+    1: ["rss", "cache", "inactive_file", "total_rss", "total_cache", "total_inactive_file", "total_rss_huge"],
+}
+
+
 @given(
+    st.sampled_from([2, 1]),
     st.one_of(st.integers(min_value=0, max_value=2**64 - 1).map(lambda n: f"{n}\n".encode()), GARBAGE),
-    st.one_of(
-        st.dictionaries(
-            st.sampled_from(["anon", "file", "inactive_file", "kernel", "anon_thp", "file_mapped"]),
-            U64,
-        ).map(flat_file),
-        GARBAGE,
-    ),
+    st.data(),
 )
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_the_written_out_fast_read_matches_the_general_read(tmp_path, current, stat):
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_written_out_fast_read_matches_the_general_read(tmp_path, version, current, data):
     # CgroupProbe.read_fast inlines the general read for the hot path: same values, same row,
     # same error counts, whatever the files say.
-    (tmp_path / "memory.current").write_bytes(current)
-    (tmp_path / "memory.stat").write_bytes(stat)
-    fast, general = (
-        cgroup.CgroupProbe(tmp_path, cgroup.V2_LAYOUT),
-        cgroup.CgroupProbe(tmp_path, cgroup.V2_LAYOUT),
+    stat = data.draw(
+        st.one_of(st.dictionaries(st.sampled_from(STAT_KEYS[version]), U64).map(flat_file), GARBAGE)
     )
+    layout = cgroup.layout_for(version)
+    ((usage_file, _),) = layout.tiers[cgroup.FAST]
+    (tmp_path / usage_file).write_bytes(current)
+    (tmp_path / "memory.stat").write_bytes(stat)
+    fast, general = cgroup.CgroupProbe(tmp_path, layout), cgroup.CgroupProbe(tmp_path, layout)
     fast_errors: dict[str, int] = {}
     general_errors: dict[str, int] = {}
     assert fast.read_fast(fast_errors) is True

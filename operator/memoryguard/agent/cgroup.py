@@ -347,14 +347,20 @@ _FAST_SLOTS = (ANON, FILE, INACTIVE_FILE)
 _S1, _S2, _S3 = _FAST_SLOTS
 _P1, _P2, _P3 = (ROW_POS[slot] for slot in _FAST_SLOTS)
 _CURRENT_POS = ROW_POS[CURRENT]
-_FAST_SPECS: dict[int, tuple[str, str, parsers.Needles]] = {}
+_FAST_SPECS: dict[int, tuple[str, str, parsers.Needles, bytes]] = {}
 for _layout in (V2_LAYOUT, V1_LAYOUT):
     ((_usage_file, _),) = _layout.tiers[FAST]
     _keys = dict((slot, key) for key, slot in _layout.stat_keys[FAST])
+    _needles = parsers.key_needles([_keys[slot] for slot in _FAST_SLOTS])
+    # The longest common start of the needles ("\ntotal_" on v1): matches cannot begin before it.
+    _marker = _needles[0][0]
+    while not all(needle.startswith(_marker) for needle, _ in _needles):
+        _marker = _marker[:-1]
     _FAST_SPECS[_layout.version] = (
         _usage_file,
         _layout.stat_file,
-        parsers.key_needles([_keys[slot] for slot in _FAST_SLOTS]),
+        _needles,
+        _marker if len(_marker) > 1 else b"",
     )
 
 
@@ -497,7 +503,7 @@ class CgroupProbe:
                 errors["vanished"] = errors.get("vanished", 0) + 1
                 return False
             return self._read(FAST, errors)
-        current_name, stat_name, targets = spec
+        current_name, stat_name, targets, marker = spec
         try:
             fd = os.open(current_name, _OPEN_FLAGS, dir_fd=dir_fd)
             try:
@@ -514,9 +520,12 @@ class CgroupProbe:
         raw = current.strip()
         buf = b"\n" + stat + b"\n"  # the extra newline: every value ends with one
         (n1, z1), (n2, z2), (n3, z3) = targets
-        i1 = buf.find(n1) + z1
-        i2 = buf.find(n2) + z2
-        i3 = buf.find(n3) + z3
+        # Every needle holds the marker (v1: "\ntotal_"), so no match can come before it:
+        # starting there finds the same, scanning half of v1's memory.stat less.
+        start = buf.find(marker) if marker else 0
+        i1 = buf.find(n1, start) + z1
+        i2 = buf.find(n2, start) + z2
+        i3 = buf.find(n3, start) + z3
         d1 = buf[i1 : buf.find(b"\n", i1)]
         d2 = buf[i2 : buf.find(b"\n", i2)]
         d3 = buf[i3 : buf.find(b"\n", i3)]
