@@ -518,7 +518,7 @@ class CgroupProbe:
         except OSError:
             return self._read(FAST, errors)
         raw = current.strip()
-        buf = b"\n" + stat + b"\n"  # the extra newline: every value ends with one
+        buf = b"\n" + stat  # the kernel ends every line, the last too, with a newline (checked below)
         (n1, z1), (n2, z2), (n3, z3) = targets
         # Every needle holds the marker (v1: "\ntotal_"), so no match can come before it:
         # starting there finds the same, scanning half of v1's memory.stat less.
@@ -534,6 +534,7 @@ class CgroupProbe:
             or not (raw.isdigit() and d1.isdigit() and d2.isdigit() and d3.isdigit())
             or len(raw) > 20 or len(d1) > 20 or len(d2) > 20 or len(d3) > 20
             or len(stat) == _READ_SIZE
+            or not stat.endswith(b"\n")  # else the last value's end would be find's -1
         ):  # fmt: skip
             return self._read(FAST, errors)
         values = self.values
