@@ -18,13 +18,18 @@ a limit changed a few seconds ago shows up within ``slow_every_ticks``. Containe
 cgroup disappeared are forgotten at once (their ring is freed).
 
 The sampler is not thread-safe: call :meth:`tick` and the read methods from one thread (the
-agent runs :meth:`run` on its event loop, so a tick and an API read never interleave).
+agent runs ticks on its event loop, so a tick and an API read never interleave). It holds one
+``O_PATH`` descriptor per cgroup directory (files are opened with ``openat``), raises the
+process's soft limit on open files for that, and lets them go in :meth:`close`.
 
 Interface used by the agent server (``server.py``, ``metrics.py``): :meth:`tick`, :meth:`run`,
-:attr:`cgroup_version`, :attr:`last_tick_t_seconds`, :attr:`container_count`, :attr:`errors`,
-:attr:`tick_seconds_last`, :meth:`snapshot`, :meth:`latest`, :meth:`find`, :meth:`node`.
-``snapshot`` containers carry one key beyond docs/agent-api.md's example: ``limits``
-(max, high, swap max, min, low — v1: soft limit — in bytes, None for ``max``).
+:attr:`cgroup_version`, :attr:`last_tick_t_seconds`, :attr:`container_count`, :attr:`errors`
+(cumulative, by kind: vanished, missing_file, malformed, permission, io),
+:attr:`tick_seconds_last`, :meth:`snapshot`, :meth:`latest` (``ContainerReading.latest`` is the
+Sample), :meth:`find`, :meth:`node`, :meth:`pod_latest`, :meth:`close`. ``snapshot`` does a
+little I/O per container (the full ``memory.stat``, ``memory.min/low``): its containers carry
+``limits`` (max, high, swap max, min, low — v1: soft limit, memsw — in bytes, None for ``max``)
+beside what docs/agent-api.md shows.
 """
 
 from __future__ import annotations
