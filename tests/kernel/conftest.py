@@ -2,7 +2,8 @@
 
 Without QEMU or the fetched kernel the tier is skipped with the reason; in CI (CI=true) a
 missing piece fails instead, so the tier can never pass by not running.
-Set MEMORYGUARD_RECORD_TRACES=1 to copy each scenario's trace to tests/traces/kernel-<name>.csv.
+Set MEMORYGUARD_RECORD_TRACES=1 to copy each scenario's trace (written by `memoryguard record` in
+the guest) to tests/traces/kernel-<name>.csv, or to a directory's path to copy them there.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from tests.kernel.rig import REPO_ROOT, Kernel, Rig, RigError, ScenarioResult, missing_pieces, run_scenarios
@@ -33,7 +35,7 @@ def rig() -> Rig:
     kernel = Kernel.unpacked()
     assert kernel is not None
     rig = Rig(kernel, memory_mib=GUEST_MEMORY_MIB)
-    rig.initramfs()
+    rig.prepare()
     return rig
 
 
@@ -51,10 +53,13 @@ def scenario_batch(rig: Rig) -> ScenarioBatch:
                 done[batch] = run_scenarios(rig, batch, names, timeout_seconds, swap_mib, agent)
             except RigError as exc:
                 pytest.fail(str(exc), pytrace=False)
-            if os.environ.get("MEMORYGUARD_RECORD_TRACES") == "1":
+            target = os.environ.get("MEMORYGUARD_RECORD_TRACES", "")
+            if target:
+                directory = TRACES_DIR if target == "1" else Path(target)
+                directory.mkdir(parents=True, exist_ok=True)
                 for name, result in done[batch].items():
                     if result.trace_path.is_file():
-                        shutil.copyfile(result.trace_path, TRACES_DIR / f"kernel-{name}.csv")
+                        shutil.copyfile(result.trace_path, directory / f"kernel-{name}.csv")
         return done[batch]
 
     return run

@@ -1,5 +1,10 @@
 """Reading what a scenario left behind: its trace (through the project's own trace parser)
-and the stand-in's decision log."""
+and the stand-in's decision log.
+
+Containers have ``memory.oom.group`` 1, as kubelet sets it on cgroup v2: one OOM kill of a
+container counts ``oom_group_kill`` 1 in ``memory.events`` and ``oom_kill`` once per process
+killed — twice for a lone process (the chosen victim, then the group with it still in it).
+"""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ GUEST_MODULES = (
     "crc32c_generic",
     "ext4",
     "zram",
+    "virtio_net",  # only `make demo` gives the guest a NIC (QEMU user networking)
 )
 QEMU_BINARY = "qemu-system-x86_64"
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
@@ -99,6 +101,24 @@ def module_dependencies(module: Path) -> list[str]:
         return []
     value = data[start + len(b"\0depends=") : data.index(b"\0", start + 1)].decode()
     return [name.replace("-", "_") for name in value.split(",") if name]
+
+
+def precompile() -> None:
+    """Byte-compiles the project's Python for the guest's processes (agent, record, stand-ins).
+
+    Under TCG the guest runs Python some 40 times slower than the host, and most of a process's
+    start is spent importing (measured: 21 s to import the agent in the guest against 0.5 s
+    here; see BENCHMARKS.md). With no bytecode on disk (a fresh clone; PYTHONDONTWRITEBYTECODE
+    on the host) every guest process would also compile its modules first, all of them at
+    once when a batch starts. The venv's packages were compiled by pip at install.
+    """
+    python = REPO_ROOT / ".venv" / "bin" / "python"
+    subprocess.run(
+        [str(python if python.exists() else sys.executable), "-m", "compileall", "-q",
+         str(REPO_ROOT / "operator" / "memoryguard"), str(GUEST_DIR)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 def missing_pieces() -> list[str]:
@@ -171,6 +191,11 @@ class Rig:
             self._initramfs = self._build_initramfs()
         return self._initramfs
 
+    def prepare(self) -> None:
+        """Everything a boot needs that is built on the host: the initramfs, and bytecode."""
+        self.initramfs()
+        precompile()
+
     def _build_initramfs(self) -> Path:
         modules = self.kernel.load_order(GUEST_MODULES)
         init_script = (GUEST_DIR / "init").read_bytes()
@@ -214,7 +239,15 @@ class Rig:
         subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "mgdata", str(image)], check=True)
         return image
 
-    def boot(self, name: str, script: str, timeout_seconds: float) -> GuestRun:
+    def boot(
+        self, name: str, script: str, timeout_seconds: float, forwards: dict[int, int] | None = None
+    ) -> GuestRun:
+        """Boots, runs ``script``, waits for the power-off.
+
+        ``forwards`` ({host port: guest port}) gives the guest a NIC on QEMU's user network
+        (10.0.2.15; the host's loopback is 10.0.2.2 from inside) with those TCP ports
+        forwarded from the host's 127.0.0.1; without it the guest has loopback only.
+        """
         run_dir = self.work_dir / "runs" / name
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
@@ -231,10 +264,13 @@ class Rig:
             "-serial", f"file:{console}",
             "-kernel", str(self.kernel.image),
             "-initrd", str(self.initramfs()),
-            "-append", f"console=ttyS0 loglevel=4 panic=-1 mg.job={run_dir}",
+            "-append", f"console=ttyS0 loglevel=4 panic=-1 mg.job={run_dir}{' mg.net=1' if forwards else ''}",
             "-virtfs", "local,path=/,mount_tag=host0,security_model=passthrough,multidevs=remap",
             "-drive", f"file={disk},if=virtio,format=raw,cache=unsafe",
         ]  # fmt: skip
+        if forwards:
+            rules = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in forwards.items())
+            command += ["-netdev", f"user,id=n0,{rules}", "-device", "virtio-net-pci,netdev=n0"]
         started = time.monotonic()
         with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as qemu:
             try:
@@ -286,6 +322,11 @@ class ScenarioResult:
         """memory.events at the end (``events_*``) and memory.swap.events (``swap_events_*``)."""
         return {k: int(v) for k, v in self.result().items() if k.startswith(("events_", "swap_events_"))}
 
+    def dmesg(self) -> str:
+        """The kernel log of the whole batch (the guest is one node for all its scenarios)."""
+        path = self.directory.parent / "dmesg.log"
+        return path.read_text(errors="replace") if path.is_file() else ""
+
     def workload_log(self) -> str:
         path = self.directory / "workload.log"
         return path.read_text(errors="replace") if path.is_file() else ""
@@ -302,16 +343,22 @@ def scenario_job(names: list[str], swap_mib: int = 0, agent: bool = False) -> st
         raise RigError(f"no such scenario: {', '.join(unknown)}")
     return f"""set -u
 export MG_REPO={REPO_ROOT}
+export MG_GO_FILE="$MG_RUN_DIR/go"
 . "$MG_REPO/tests/kernel/guest/lib.sh"
 node_setup {swap_mib}
 {"start_agent agent.log; wait_for_agent; export MG_AGENT=1" if agent else ""}
 log "node ready"
 scenario_pids=""
+scenarios=""
 for name in {" ".join(names)}; do
   mkdir -p "$name"
   (cd "$name" && . "$MG_REPO/tests/kernel/scenarios/$name.sh") >"$name/scenario.log" 2>&1 &
   scenario_pids="$scenario_pids $!"
+  scenarios="$scenarios $name:$!"
 done
+await_scenarios_ready $scenarios
+log "every scenario is watched: go"
+touch "$MG_GO_FILE"
 # Not a bare `wait`: the agent is a background job of this shell too.
 wait $scenario_pids
 log "all scenarios done"

@@ -3,10 +3,14 @@
 One boot: a Buffer leak to the kernel's OOM kill (TEST 4), a V8 heap leak under
 --max-old-space-size that crashes far below memory.max (TEST 5), memory.high below the working
 set (TEST 2: throttling) and swap on zram filling up (TEST 3). The real agent samples every
-container; a watching stand-in runs the engine on what the agent serves and logs its decisions.
+container; a watching stand-in runs the engine on what the agent serves and logs its decisions;
+once the kernel shows the throttling (or the failed swap-outs), `memoryguard explain` asks the
+agent about the pod, as an SRE would, and its screen is kept (explain.txt).
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from tests.kernel.evidence import MIB, DecisionLog, load_trace
@@ -21,9 +25,28 @@ def seeds(scenario_batch):
     return scenario_batch("seed-failures", BATCH, timeout_seconds=900, swap_mib=512, agent=True)
 
 
+def _explain_screen(scenario) -> str:
+    """What `memoryguard explain POD --agent …` printed in the guest for this scenario."""
+    screen = scenario.directory / "explain.txt"
+    if not screen.is_file():
+        trigger = scenario.directory / "explain.trigger"
+        seen = "its condition was seen, then" if trigger.is_file() else "the kernel never showed it;"
+        log = (scenario.directory / "explain.log").read_text(errors="replace")
+        raise AssertionError(f"memoryguard explain did not run: {seen}\n{log}")
+    text = screen.read_text()
+    assert text.strip(), (scenario.directory / "explain.err").read_text(errors="replace")
+    return text
+
+
+def _section(screen: str, title: str) -> str:
+    match = re.search(rf"=== {re.escape(title)} ===\n(.*?)(?:\n\n|\Z)", screen, re.S)
+    assert match, f"no {title} section in:\n{screen}"
+    return match.group(1)
+
+
 def test_buffer_leak_ends_in_a_kernel_oom_kill_at_memory_max(seeds):
     scenario = seeds["buffer-leak-fast"]
-    assert scenario.events()["events_oom_kill"] == 1
+    assert scenario.events()["events_oom_group_kill"] == 1
     trace = load_trace(scenario.trace_path)
     failure = trace.failure
     assert failure is not None
@@ -60,6 +83,13 @@ def test_memory_high_below_the_working_set_throttles_and_is_classified_as_such(s
     assert "throttled_high" in DecisionLog.read(scenario.directory).verdicts()
 
 
+def test_memoryguard_explain_calls_the_throttled_pod_throttled(seeds):
+    screen = _explain_screen(seeds["high-throttle"])
+    assert "THROTTLED AT memory.high" in _section(screen, "VERDICT"), screen
+    high = _section(screen, "MEMORY.HIGH")
+    assert "160" in high and "throttled" in high, screen
+
+
 def test_swap_on_zram_fills_up_then_swap_allocations_fail(seeds):
     scenario = seeds["swap-exhaustion"]
     events = scenario.events()
@@ -67,3 +97,10 @@ def test_swap_on_zram_fills_up_then_swap_allocations_fail(seeds):
     trace = load_trace(scenario.trace_path)
     assert max(s.swap_current_bytes or 0 for s in trace.samples) >= 0.95 * 64 * MIB
     assert "swap_exhausted" in DecisionLog.read(scenario.directory).verdicts()
+
+
+def test_memoryguard_explain_calls_the_pod_out_of_swap_swap_exhausted(seeds):
+    screen = _explain_screen(seeds["swap-exhaustion"])
+    assert "SWAP EXHAUSTED" in _section(screen, "VERDICT"), screen
+    failed = re.search(r"^\s*fail\s+(\d+)$", _section(screen, "SWAP EVENTS"), re.M)
+    assert failed and int(failed.group(1)) > 0, screen

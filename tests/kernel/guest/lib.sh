@@ -46,13 +46,14 @@ new_container_id() {
   echo "$hex"
 }
 
+GUEST_PYTHON="$MG_REPO/.venv/bin/python"
 AGENT_URL=http://127.0.0.1:9732
 STANDIN="$MG_REPO/tests/kernel/guest/standin.py"
 
 # The real MemoryGuard agent, sampling every container of this node once a second. Without
 # auth (loopback only) and with drop_caches allowed, so scenarios can exercise it.
-start_agent() { # log_file
-  "$MG_REPO/.venv/bin/memoryguard" agent --insecure-no-auth --listen 127.0.0.1:9732 \
+start_agent() { # log_file (AGENT_LISTEN: address to serve on, default loopback)
+  "$MG_REPO/.venv/bin/memoryguard" agent --insecure-no-auth --listen "${AGENT_LISTEN:-127.0.0.1:9732}" \
     --node-name mg-guest --enable-drop-caches --drop-caches-min-interval 1s >"$1" 2>&1 &
   echo $! >agent.pid
 }
@@ -79,10 +80,13 @@ pod_cgroup() { # pod_uid
 }
 
 # Creates cri-containerd-<id>.scope under a pod with the given limits and prints its path.
-# memory.swap.max is 0 unless given, as kubelet sets it for containers without swap.
+# memory.swap.max is 0 unless given, as kubelet sets it for containers without swap, and
+# memory.oom.group is 1, as kubelet sets it on cgroup v2 since Kubernetes 1.28: an OOM kill
+# takes the whole container (a cache reader beside the leaking process goes with it).
 container_cgroup() { # pod_dir container_id max_mib [high_mib|max] [swap_max_mib]
   dir="$1/cri-containerd-$2.scope"
   mkdir -p "$dir"
+  echo 1 >"$dir/memory.oom.group"
   echo "$(($3 * MIB))" >"$dir/memory.max"
   if [ "${4:-max}" != max ]; then echo "$(($4 * MIB))" >"$dir/memory.high"; fi
   echo "$(( ${5:-0} * MIB ))" >"$dir/memory.swap.max"
@@ -100,79 +104,78 @@ start_in() { # cgroup_dir log cmd...
   echo $!
 }
 
-GUEST_PYTHON="$MG_REPO/.venv/bin/python"
-
-# The header and one trace row a second (recorder.py) until the cgroup has been empty for
-# tail_s seconds or max_s seconds have passed; finish_trace puts the metadata on top.
-record_rows() { # cgroup_dir rows_file max_s [tail_s]
-  "$GUEST_PYTHON" "$MG_REPO/tests/kernel/guest/recorder.py" "$1" "$2" --max-seconds "$3" --tail-seconds "${4:-3}"
+# Starts a command as the container's process, held at a gate (a FIFO) until open_gate: the
+# shell that will exec the command is already in the cgroup, so a recorder started before it
+# sees the container alive from its first row, and the workload's first second is recorded.
+# The gate lives in the guest's /tmp: 9p cannot hold a FIFO.
+start_held() { # cgroup_dir log gate cmd...
+  dir="$1" out="$2" gate="$3"
+  shift 3
+  mkfifo "$gate"
+  sh -c 'echo $$ > "$0"/cgroup.procs; read _ <"$1"; shift; exec "$@"' "$dir" "$gate" "$@" \
+    >>"$out" 2>&1 </dev/null &
+  echo $!
 }
 
-# Metadata lines (`# key: value`, from the file named by $3), then header and rows.
-finish_trace() { # rows_file trace_file metadata_file
-  cat "$3" "$1" >"$2"
+open_gate() { # gate held_pid
+  # The write blocks until the held shell reads: make sure it is still there to read.
+  if kill -0 "$2" 2>/dev/null; then echo go >"$1"; else log "the held workload (pid $2) is gone"; fi
 }
 
-kernel_oom_kills() { # cgroup_dir
-  awk '$1 == "oom_kill" {print $2}' "$1/memory.events"
+# Waits until a trace file holds its header and `rows` data rows (0: give up after timeout_s).
+wait_for_rows() { # trace_file rows timeout_s
+  waited=0
+  while :; do
+    n=$(grep -vc '^#' "$1" 2>/dev/null)
+    [ "${n:-0}" -gt "$2" ] && return 0
+    [ "$waited" -ge "$(($3 * 2))" ] && return 1
+    waited=$((waited + 1))
+    sleep 0.5
+  done
 }
 
-# Runs one recorded scenario in the current directory (the scenario's result directory):
-# a fresh pod + container cgroup, the workload started inside it, one trace row a second
-# until the workload died (plus a short tail) or `seconds` passed, then the workload is
-# stopped. Leaves trace.csv, workload.log and result.env (final memory.events and outcome).
-# Set before calling: WORKLOAD (one line for the trace's metadata), MAX_MIB, and optionally
-# HIGH_MIB, SWAP_MAX_MIB, RUNTIME_HEAP_LIMIT_BYTES, SECONDS_LIMIT, BACKGROUND (a command
-# run in the same container, e.g. a cache reader), MG_AGENT (set by the job when the agent
-# runs: a watching stand-in logs the engine's decisions), FAILURE_PSI_PERCENT (the workload counts
-# as failed from the first sample whose memory PSI some avg10 reaches it: throttled, not killed).
-run_recorded() { # cmd...
-  pod_uid=$(new_pod_uid)
-  container_id=$(new_container_id)
-  pod=$(pod_cgroup "$pod_uid")
-  ctr=$(container_cgroup "$pod" "$container_id" "$MAX_MIB" "${HIGH_MIB:-max}" "${SWAP_MAX_MIB:-0}")
-  echo "pod_uid=$pod_uid" >result.env
-  echo "container_id=$container_id" >>result.env
-  echo "cgroup=$ctr" >>result.env
-  if [ -n "${BACKGROUND:-}" ]; then
-    bg_pid=$(start_in "$ctr" background.log sh -c "$BACKGROUND")
+MEMORYGUARD="$MG_REPO/.venv/bin/memoryguard"
+
+# Waits (shell tests only: no fork) until a file exists; 1 after timeout_s.
+wait_for_file() { # file timeout_s
+  waited=0
+  while [ ! -e "$1" ]; do
+    [ "$waited" -ge "$(($2 * 10))" ] && return 1
+    waited=$((waited + 1))
+    sleep 0.1
+  done
+}
+
+# The job's side of the barrier: waits until every scenario (name:pid) is ready or has ended.
+await_scenarios_ready() { # name:pid ...
+  for entry in "$@"; do
+    while [ ! -e "${entry%%:*}/ready" ] && kill -0 "${entry#*:}" 2>/dev/null; do
+      sleep 0.2
+    done
+  done
+}
+
+# The batch's barrier: this scenario's observers are up (`ready` in its directory); wait for the
+# job's go (MG_GO_FILE), given once every scenario of the batch is ready, so all workloads start
+# together, under the same load, with their recorders and judges already watching.
+scenario_ready() {
+  touch ready
+  if [ -n "${MG_GO_FILE:-}" ] && ! wait_for_file "$MG_GO_FILE" 900; then
+    log "no go from the job in 900 s; starting anyway"
   fi
-  pid=$(start_in "$ctr" workload.log "$@")
-  log "started pid $pid in $ctr: $*"
-  if [ -n "${MG_AGENT:-}" ]; then
-    # The engine's live judgement of the same container, through the agent (never acting).
-    "$GUEST_PYTHON" "$STANDIN" --watch "$ctr" --seconds "${SECONDS_LIMIT:-240}" --out . \
-      ${RUNTIME_HEAP_LIMIT_BYTES:+--heap-limit-bytes "$RUNTIME_HEAP_LIMIT_BYTES"} >standin.log 2>&1 &
-    watch_pid=$!
-  fi
-  record_rows "$ctr" rows.csv "${SECONDS_LIMIT:-240}" 3
-  if [ -n "${watch_pid:-}" ]; then kill "$watch_pid" 2>/dev/null; wait "$watch_pid"; fi
-  # A workload still running at the end (a safe scenario) is stopped after the recording.
-  echo 1 >"$ctr/cgroup.kill"
-  awk '{print "events_" $1 "=" $2}' "$ctr/memory.events" >>result.env
-  awk '{print "swap_events_" $1 "=" $2}' "$ctr/memory.swap.events" >>result.env
-  {
-    echo "# workload: $WORKLOAD"
-    echo "# kernel: Debian $(uname -r), cgroup v2, recorded in QEMU (TCG) by tests/kernel"
-    echo "# memory_max_bytes: $((MAX_MIB * MIB))"
-    [ -n "${HIGH_MIB:-}" ] && echo "# memory_high_bytes: $((HIGH_MIB * MIB))"
-    [ -n "${SWAP_MAX_MIB:-}" ] && echo "# swap_max_bytes: $((SWAP_MAX_MIB * MIB))"
-    [ -n "${RUNTIME_HEAP_LIMIT_BYTES:-}" ] && echo "# runtime_heap_limit_bytes: $RUNTIME_HEAP_LIMIT_BYTES"
-    echo "# sample_interval_seconds: 1"
-    trace_outcome rows.csv
-    if [ -n "${FAILURE_PSI_PERCENT:-}" ]; then failure_at_stall rows.csv "$FAILURE_PSI_PERCENT"; fi
-  } >metadata
-  finish_trace rows.csv trace.csv metadata
-  log "done: $(grep '^# outcome' metadata)"
 }
 
-# The outcome line from the rows: a kernel OOM kill, a process that died by itself, or none.
-# Column positions follow recorder.COLUMNS (oom_kill is 16th, alive 24th).
-trace_outcome() { # rows_file
+# Seconds to record after the last process of the container exited (memoryguard record --linger).
+RECORD_LINGER_SECONDS=3
+
+# The outcome line from a trace written by `memoryguard record` (columns found by name): a
+# kernel OOM kill, a process that died by itself, or none.
+trace_outcome() { # trace_file
   awk -F, '
-    NR == 1 { next }
-    NR == 2 { first_kills = $16 }
-    { last_kills = $16; if ($24 == 0 && died == "") died = $1 }
+    /^#/ { next }
+    !header { for (i = 1; i <= NF; i++) col[$i] = i; header = 1; next }
+    first_kills == "" { first_kills = $col["oom_kill"] }
+    { last_kills = $col["oom_kill"]; if ($col["alive"] == 0 && died == "") died = $col["t"] }
     END {
       if (last_kills > first_kills)
         printf "# outcome: kernel OOM kill (oom_kill %d -> %d)\n", first_kills, last_kills
@@ -183,10 +186,129 @@ trace_outcome() { # rows_file
     }' "$1"
 }
 
-# `# failure_at: t` for a workload that fails by stalling rather than dying: the first sample
-# whose memory PSI some avg10 (column 22) reaches `percent`.
-failure_at_stall() { # rows_file percent
+# `# failure_at: t` for a workload that fails by stalling rather than dying: the first row
+# whose memory PSI some avg10 reaches `percent`.
+failure_at_stall() { # trace_file percent
   awk -F, -v limit="$2" '
-    NR > 1 && $22 + 0 >= limit + 0 { printf "# failure_at: %s\n", $1; found = 1; exit }
+    /^#/ { next }
+    !header { for (i = 1; i <= NF; i++) col[$i] = i; header = 1; next }
+    $col["psi_some_avg10"] + 0 >= limit + 0 { printf "# failure_at: %s\n", $col["t"]; found = 1; exit }
     END { if (found) printf "# failure_rule: first sample with memory PSI some avg10 >= %s%% (stalled at memory.high, not killed)\n", limit }' "$1"
+}
+
+# Inserts metadata lines (a file of `# key: value` lines) after a trace's own, before its header.
+add_metadata() { # trace_file metadata_file out_file
+  awk 'FNR == NR { extra = extra $0 "\n"; next }
+       !done && !/^#/ { printf "%s", extra; done = 1 }
+       { print }' "$2" "$1" >"$3"
+}
+
+# Waits (without forking: shell reads only) until the container shows the kernel condition,
+# holds it for `settle_s` more seconds (the agent reads swap files every 10 ticks, and the
+# engine judges rates over its last minute), then asks the agent for the diagnosis:
+#   throttle  memory.events high >= 500 and memory PSI some avg10 >= 10 %
+#   swap      memory.swap.events fail > 0
+explain_when() { # cgroup_dir pod_uid condition settle_s
+  while [ -d "$1" ]; do
+    high=0 fail=0 psi=0
+    while read -r key value; do [ "$key" = high ] && high=$value; done <"$1/memory.events"
+    while read -r key value; do [ "$key" = fail ] && fail=$value; done <"$1/memory.swap.events"
+    read -r _ avg10 _ <"$1/memory.pressure"
+    psi=${avg10#avg10=}
+    psi=${psi%%.*}
+    case "$3" in
+      throttle) [ "$high" -ge 500 ] && [ "$psi" -ge 10 ] && break ;;
+      swap) [ "$fail" -gt 0 ] && break ;;
+    esac
+    sleep 1
+  done
+  [ -d "$1" ] || return 0
+  echo "high=$high swap_fail=$fail psi_some_avg10=$psi" >explain.trigger
+  log "explain: $3 seen (high=$high swap fail=$fail psi=$psi%), asking the agent in $4 s"
+  sleep "$4"
+  "$MEMORYGUARD" explain "$2" --agent "$AGENT_URL" --window 600 >explain.txt 2>explain.err
+  log "explain: exit $? ($(grep -m1 -A1 '=== VERDICT ===' explain.txt | tail -1))"
+}
+
+kernel_oom_kills() { # cgroup_dir
+  awk '$1 == "oom_kill" {print $2}' "$1/memory.events"
+}
+
+# Runs one recorded scenario in the current directory (the scenario's result directory):
+# a fresh pod + container cgroup, the workload held in it (and, with the agent, a watching
+# stand-in started and ready), the batch's barrier, `memoryguard record` started and its first
+# row written, then the workload released; one row a second until the workload
+# died (plus a short linger) or `seconds` passed, then the workload is stopped. Leaves
+# trace.csv (record's trace plus the outcome), workload.log and result.env (final
+# memory.events and swap events).
+# Set before calling: WORKLOAD (one line for the trace's metadata), MAX_MIB, and optionally
+# HIGH_MIB, SWAP_MAX_MIB, RUNTIME_HEAP_LIMIT_BYTES, SECONDS_LIMIT, BACKGROUND (a command
+# run in the same container, e.g. a cache reader), MG_AGENT (set by the job when the agent
+# runs: a watching stand-in logs the engine's decisions), FAILURE_PSI_PERCENT (the workload counts
+# as failed from the first sample whose memory PSI some avg10 reaches it: throttled, not killed),
+# EXPLAIN_WHEN (with the agent: run `memoryguard explain` once the kernel shows this
+# condition, see explain_when).
+run_recorded() { # cmd...
+  pod_uid=$(new_pod_uid)
+  container_id=$(new_container_id)
+  pod=$(pod_cgroup "$pod_uid")
+  ctr=$(container_cgroup "$pod" "$container_id" "$MAX_MIB" "${HIGH_MIB:-max}" "${SWAP_MAX_MIB:-0}")
+  echo "pod_uid=$pod_uid" >result.env
+  echo "container_id=$container_id" >>result.env
+  echo "cgroup=$ctr" >>result.env
+  gate="/tmp/gate-$container_id"
+  pid=$(start_held "$ctr" workload.log "$gate" "$@")
+  if [ -n "${MG_AGENT:-}" ]; then
+    # The engine's live judgement of the same container, through the agent (never acting);
+    # stopped below once the recording is over.
+    "$GUEST_PYTHON" "$STANDIN" --watch "$ctr" --seconds 3600 --out . --ready-file standin.ready \
+      --go-file "$MG_GO_FILE" \
+      ${RUNTIME_HEAP_LIMIT_BYTES:+--heap-limit-bytes "$RUNTIME_HEAP_LIMIT_BYTES"} >standin.log 2>&1 &
+    watch_pid=$!
+    if ! wait_for_file standin.ready 600; then
+      log "the watching stand-in was not ready in 600 s"
+      cat standin.log
+    fi
+  fi
+  scenario_ready
+  set -- --meta "workload=$WORKLOAD" \
+    --meta "kernel=Debian $(uname -r), cgroup v2, recorded in QEMU (TCG) by tests/kernel" \
+    --meta "memory_max_bytes=$((MAX_MIB * MIB))"
+  [ -n "${HIGH_MIB:-}" ] && set -- "$@" --meta "memory_high_bytes=$((HIGH_MIB * MIB))"
+  [ -n "${SWAP_MAX_MIB:-}" ] && set -- "$@" --meta "swap_max_bytes=$((SWAP_MAX_MIB * MIB))"
+  [ -n "${RUNTIME_HEAP_LIMIT_BYTES:-}" ] && set -- "$@" --meta "runtime_heap_limit_bytes=$RUNTIME_HEAP_LIMIT_BYTES"
+  "$MEMORYGUARD" record "$ctr" -o record.csv --interval 1 --linger "$RECORD_LINGER_SECONDS" \
+    --seconds "${SECONDS_LIMIT:-240}" "$@" >record.log 2>&1 &
+  record_pid=$!
+  # The workload waits for the recorder's first row: the trace starts with the container.
+  if ! wait_for_rows record.csv 1 300; then
+    log "memoryguard record wrote no row in 300 s"
+    cat record.log
+  fi
+  open_gate "$gate" "$pid"
+  if [ -n "${BACKGROUND:-}" ]; then
+    bg_pid=$(start_in "$ctr" background.log sh -c "$BACKGROUND")
+  fi
+  log "released pid $pid in $ctr"
+  if [ -n "${MG_AGENT:-}" ] && [ -n "${EXPLAIN_WHEN:-}" ]; then
+    explain_when "$ctr" "$pod_uid" "$EXPLAIN_WHEN" 15 >explain.log 2>&1 &
+    explain_pid=$!
+  fi
+  wait "$record_pid"
+  # A diagnosis under way is waited for (it reads the agent's history, which outlives the
+  # workload); one whose condition never came is stopped.
+  if [ -n "${explain_pid:-}" ]; then
+    if [ -f explain.trigger ]; then wait "$explain_pid"; else kill "$explain_pid"; fi
+  fi
+  if [ -n "${watch_pid:-}" ]; then kill "$watch_pid" 2>/dev/null; wait "$watch_pid"; fi
+  # A workload still running at the end (a safe scenario) is stopped after the recording.
+  echo 1 >"$ctr/cgroup.kill"
+  awk '{print "events_" $1 "=" $2}' "$ctr/memory.events" >>result.env
+  awk '{print "swap_events_" $1 "=" $2}' "$ctr/memory.swap.events" >>result.env
+  {
+    trace_outcome record.csv
+    if [ -n "${FAILURE_PSI_PERCENT:-}" ]; then failure_at_stall record.csv "$FAILURE_PSI_PERCENT"; fi
+  } >outcome
+  add_metadata record.csv outcome trace.csv
+  log "done: $(grep '^# outcome' outcome)"
 }

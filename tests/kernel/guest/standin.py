@@ -2,8 +2,9 @@
 
     standin.py --pod-parent DIR --max-mib N [--high-mib N] [--swap-max-mib N]
                --seconds N --out DIR [--rollout-seconds N] [--dry-run]
-               [--heap-limit-bytes N] [--drop-caches-at-end LEVEL] -- CMD...
-    standin.py --watch CONTAINER_DIR --seconds N --out DIR [--heap-limit-bytes N]
+               [--after-restart-seconds N] [--after-reclaim-seconds N] [--heap-limit-bytes N]
+               [--drop-caches-at-end LEVEL] [--ready-file F] [--go-file F] -- CMD...
+    standin.py --watch CONTAINER_DIR --seconds N --out DIR [--heap-limit-bytes N] [--ready-file F]
 
 It starts CMD as a "pod": a kubepods-burstable-pod<uid>.slice with a
 cri-containerd-<id>.scope under DIR, limits set as kubelet sets them. Then, once a second, it
@@ -19,6 +20,18 @@ rate limiter) and carries the decision out:
 
 With --dry-run it decides and logs, and executes nothing (the unguarded twin of a scenario);
 --watch judges a container someone else started, also without executing anything.
+
+It stops after --seconds at most; earlier once the process it started died and nothing will
+restart it (a dry run: the twin was killed), or --after-restart-seconds after a restart (the
+fresh pod has been seen running), or --after-reclaim-seconds after a reclaim (what followed it
+has been seen). Every entry carries ``mono``, this guest's CLOCK_MONOTONIC:
+the stand-ins of one batch run side by side, so their entries can be put in one order — the
+restart of one pod against the OOM kill of its twin — without trusting any wall-clock pace.
+The exit of a started process is timed by a thread waiting on it, not by the next tick.
+Under TCG a Python start costs seconds of CPU, so a batch's stand-ins would otherwise start
+their pods one by one, each under a different load: once its imports are done and the agent
+answers, a stand-in writes --ready-file, then waits for --go-file (the job's barrier) before it
+starts its pod. Its clock (``t``, ``--seconds``) starts at the go.
 Everything goes to OUT/decisions.jsonl, one JSON object a line, and OUT/summary.json at the end.
 """
 
@@ -28,10 +41,12 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -49,7 +64,8 @@ from memoryguard.engine.policy import DropCachesPolicy, Policy
 MIB = 1024 * 1024
 AGENT_TIMEOUT_SECONDS = 30.0
 STOP_GRACE_SECONDS = 2.0
-AGENT_STARTUP_SECONDS = 180.0
+AGENT_STARTUP_SECONDS = 300.0
+GO_TIMEOUT_SECONDS = 600.0
 
 
 @dataclasses.dataclass
@@ -61,6 +77,20 @@ class Pod:
     process: subprocess.Popen[bytes] | None  # None: a watched pod someone else started
     started_monotonic: float
     samples: list[Sample] = dataclasses.field(default_factory=list)
+    exited_monotonic: float | None = None  # set by the waiter thread the moment the process died
+    exit_reported: bool = False
+    stopping: bool = False  # the stand-in is stopping it (a restart): its death is no failure
+
+    def watch_exit(self) -> None:
+        process = self.process
+        if process is None:
+            return
+
+        def wait() -> None:
+            process.wait()
+            self.exited_monotonic = time.monotonic()
+
+        threading.Thread(target=wait, name=f"wait-{self.uid[:8]}", daemon=True).start()
 
 
 def _write(path: Path, value: str) -> None:
@@ -79,6 +109,7 @@ def start_pod(args: argparse.Namespace, generation: int) -> Pod:
     if args.high_mib is not None:
         _write(container_dir / "memory.high", str(args.high_mib * MIB))
     _write(container_dir / "memory.swap.max", str(args.swap_max_mib * MIB))
+    _write(container_dir / "memory.oom.group", "1")  # as kubelet sets it on cgroup v2 (1.28+)
     log = (args.out / f"workload-{generation}.log").open("ab")
     procs = str(container_dir / "cgroup.procs")
 
@@ -89,7 +120,9 @@ def start_pod(args: argparse.Namespace, generation: int) -> Pod:
     process = subprocess.Popen(
         args.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=enter_cgroup
     )
-    return Pod(uid, container_id, pod_dir, container_dir, process, time.monotonic())
+    pod = Pod(uid, container_id, pod_dir, container_dir, process, time.monotonic())
+    pod.watch_exit()
+    return pod
 
 
 def watched_pod(container_dir: Path) -> Pod:
@@ -109,6 +142,7 @@ def stop_pod(pod: Pod) -> dict[str, int]:
     """SIGTERM, a grace period, then cgroup.kill; returns the container's last memory.events."""
     if pod.process is None:
         return final_events(pod)
+    pod.stopping = True
     if pod.process.poll() is None:
         pod.process.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):  # cgroup.kill below
@@ -157,6 +191,14 @@ def wait_for_agent(agent: str, timeout_seconds: float) -> None:
         time.sleep(1)
 
 
+def wait_for_file(path: Path, timeout_seconds: float) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"standin: {path} did not appear in {timeout_seconds:.0f} s")
+        time.sleep(0.1)
+
+
 def pull_samples(agent: str, pod: Pod) -> None:
     since = pod.samples[-1].t_seconds if pod.samples else 0
     answer = agent_call(agent, f"/v1/pods?uid={pod.uid}&since_seconds={since}")
@@ -191,6 +233,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--rollout-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--after-restart-seconds",
+        type=float,
+        help="stop this long after the first restart (the fresh pod seen running)",
+    )
+    parser.add_argument("--after-reclaim-seconds", type=float, help="stop this long after the first reclaim")
     parser.add_argument("--heap-limit-bytes", type=int)
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--drop-caches-level", type=int, default=0, help="enable drop_caches in the policy")
@@ -198,6 +246,8 @@ def main() -> int:
         "--drop-caches-at-end", type=int, default=0, help="ask the agent for drop_caches last"
     )
     parser.add_argument("--watch", type=Path, help="judge this container cgroup, started elsewhere (dry run)")
+    parser.add_argument("--ready-file", type=Path, help="written once imported and the agent answers")
+    parser.add_argument("--go-file", type=Path, help="wait for this file before starting (a barrier)")
     parser.add_argument("command", nargs="*")
     args = parser.parse_args()
     if bool(args.watch) == bool(args.command):
@@ -211,19 +261,62 @@ def main() -> int:
     decisions = (args.out / "decisions.jsonl").open("a", buffering=1)
 
     def emit(kind: str, **fields: Any) -> None:
-        decisions.write(
-            json.dumps({"kind": kind, "t": round(time.monotonic() - started, 2), **fields}) + "\n"
+        mono = time.monotonic()
+        entry = {"kind": kind, "t": round(mono - started, 2), "mono": round(mono, 3), **fields}
+        decisions.write(json.dumps(entry) + "\n")
+
+    def report_exit(pod: Pod) -> None:
+        """The started process died on its own (not stopped by a restart): when, and how."""
+        if pod.exited_monotonic is None or pod.exit_reported or pod.stopping:
+            return
+        pod.exit_reported = True
+        events = final_events(pod)
+        emit(
+            "exit",
+            generation=generation,
+            pod_uid=pod.uid,
+            exited_mono=round(pod.exited_monotonic, 3),
+            pod_age_seconds=round(pod.exited_monotonic - pod.started_monotonic, 2),
+            returncode=pod.process.returncode if pod.process else None,
+            oom_kill=events.get("oom_kill", 0),
+            oom_group_kill=events.get("oom_group_kill", 0),
         )
 
     wait_for_agent(args.agent, AGENT_STARTUP_SECONDS)
+    if args.ready_file:
+        args.ready_file.write_text("ready\n")
+    if args.go_file:
+        wait_for_file(args.go_file, GO_TIMEOUT_SECONDS)
     started = time.monotonic()
     generation = 0
     pod = watched_pod(args.watch) if args.watch else start_pod(args, generation)
-    emit("start", generation=generation, pod_uid=pod.uid, container_id=pod.container_id, dry_run=args.dry_run)
+    emit(
+        "start",
+        generation=generation,
+        pod_uid=pod.uid,
+        container_id=pod.container_id,
+        dry_run=args.dry_run,
+        pod_started_mono=round(pod.started_monotonic, 3),
+    )
     generations: list[dict[str, Any]] = []
+    restarted_mono: float | None = None
+    reclaimed_mono: float | None = None
+    ticks_after_exit = 0
     while time.monotonic() - started < args.seconds:
         if args.watch and not pod.container_dir.exists():
             break
+        since_restart = math.inf if restarted_mono is None else time.monotonic() - restarted_mono
+        since_reclaim = math.inf if reclaimed_mono is None else time.monotonic() - reclaimed_mono
+        if since_restart < math.inf and since_restart >= (args.after_restart_seconds or math.inf):
+            break
+        if since_reclaim < math.inf and since_reclaim >= (args.after_reclaim_seconds or math.inf):
+            break
+        report_exit(pod)
+        if pod.exit_reported:
+            # Nothing restarts a dead pod here: a few more ticks show the agent's view of it.
+            ticks_after_exit += 1
+            if ticks_after_exit > 3:
+                break
         time.sleep(max(0.05, 1.0 - (time.monotonic() - started) % 1.0))
         pull_samples(args.agent, pod)
         if not pod.samples:
@@ -264,22 +357,28 @@ def main() -> int:
         if decision.action is Action.RECLAIM:
             body = {"pod_uid": pod.uid, "container_id": pod.container_id, "bytes": decision.reclaim_bytes}
             emit("reclaim", generation=generation, answer=agent_call(args.agent, "/v1/reclaim", body))
+            reclaimed_mono = reclaimed_mono or time.monotonic()
         elif decision.action is Action.DROP_CACHES:
             emit(
                 "drop_caches",
                 answer=agent_call(args.agent, "/v1/drop-caches", {"level": decision.drop_caches_level}),
             )
         elif decision.action.disruptive:
+            decided_mono = time.monotonic()
             old = pod
             generation += 1
             pod = start_pod(args, generation)
             events = stop_pod(old)
             generations.append({"pod_uid": old.uid, "events": events})
+            restarted_mono = restarted_mono or decided_mono
             emit(
                 "restart",
                 generation=generation,
                 old_pod_uid=old.uid,
                 new_pod_uid=pod.uid,
+                new_container_id=pod.container_id,
+                decided_mono=round(decided_mono, 3),
+                decided_pod_age_seconds=round(decided_mono - old.started_monotonic, 2),
                 old_pod_age_seconds=round(time.monotonic() - old.started_monotonic, 2),
                 eta_seconds=assessment.forecast.eta_seconds if assessment.forecast else None,
                 old_events=events,
@@ -289,6 +388,7 @@ def main() -> int:
             "drop_caches",
             answer=agent_call(args.agent, "/v1/drop-caches", {"level": args.drop_caches_at_end}),
         )
+    report_exit(pod)
     if pod.container_dir.exists():
         generations.append({"pod_uid": pod.uid, "events": stop_pod(pod)})
     summary = {

@@ -6,4 +6,5 @@ MAX_MIB=256
 HIGH_MIB=160
 SECONDS_LIMIT=130
 FAILURE_PSI_PERCENT=30
+EXPLAIN_WHEN=throttle
 run_recorded node "$LEAK_JS" --store buffer --rate-mib 2

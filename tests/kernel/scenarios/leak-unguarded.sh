@@ -1,6 +1,8 @@
 # The twin of guarded-leak without MemoryGuard acting: the same engine decides (dry run),
-# nothing is executed, and the kernel OOM-kills the process.
+# nothing is executed, and the kernel OOM-kills the process; the stand-in ends a few ticks
+# after that (300 s at most).
 "$GUEST_PYTHON" "$STANDIN" --pod-parent "$CGROUP_ROOT/kubepods.slice/kubepods-burstable.slice" \
-  --max-mib 256 --seconds 115 --rollout-seconds 20 --out . --dry-run \
+  --ready-file ready --go-file "$MG_GO_FILE" --out . \
+  --max-mib 256 --seconds 300 --rollout-seconds 20 --dry-run \
   -- node "$LEAK_JS" --store buffer --rate-mib 3
 echo "done=1" >result.env

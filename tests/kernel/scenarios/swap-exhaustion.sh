@@ -6,4 +6,5 @@ HIGH_MIB=128
 SWAP_MAX_MIB=64
 SECONDS_LIMIT=150
 FAILURE_PSI_PERCENT=30
+EXPLAIN_WHEN=swap
 run_recorded node "$LEAK_JS" --store buffer --rate-mib 2

@@ -7,7 +7,9 @@
 //                 cap it; seed 000 TEST 4) -- the default;
 // --store heap    keeps JS arrays on the V8 heap (seed 000 TEST 5: V8 aborts with "heap out
 //                 of memory" once --max-old-space-size is reached, below memory.max).
-// --rate-mib      MiB kept per second (fractions allowed), in 10 ticks a second;
+// --rate-mib      MiB kept per second (fractions allowed), in 10 ticks a second, paced by the
+//                 clock rather than by the ticks: a tick that fires late (a busy machine) keeps
+//                 what the missed time owed, so the leak runs at its rate however slow the host;
 // --plateau-mib   stop keeping once this much is kept (a service warming up, then steady);
 // --saw-mib       garbage allocated and dropped every --saw-every-s seconds, then collected
 //                 (a GC saw-tooth on top of the trend);
@@ -54,14 +56,15 @@ function main() {
   let keptMib = 0;
   let tick = 0;
   const ticksPerSecond = 10;
+  const startedMs = Date.now();
   setInterval(() => {
     tick += 1;
-    if (keptMib < options.plateauMib && options.rateMib > 0) {
-      const mib = Math.min(options.rateMib / ticksPerSecond, options.plateauMib - keptMib);
+    const owedMib = Math.min((options.rateMib * (Date.now() - startedMs)) / 1000, options.plateauMib);
+    if (owedMib - keptMib >= 0.01) {
+      const mib = owedMib - keptMib;
       kept.push(allocate(options.store, mib, tick));
       keptMib += mib;
     }
-    const second = tick / ticksPerSecond;
     if (options.sawMib > 0 && tick % Math.round(options.sawEveryS * ticksPerSecond) === 0) {
       let garbage = [];
       for (let i = 0; i < options.sawMib; i += 1) garbage.push(allocate(options.store, 1, i));
@@ -77,7 +80,8 @@ function main() {
       }, 2000);
     }
     if (tick % ticksPerSecond === 0) {
-      process.stdout.write(`leak.js t=${second}s kept=${keptMib.toFixed(1)}MiB\n`);
+      const seconds = ((Date.now() - startedMs) / 1000).toFixed(1);
+      process.stdout.write(`leak.js t=${seconds}s kept=${keptMib.toFixed(1)}MiB\n`);
     }
   }, 1000 / ticksPerSecond);
 }
