@@ -455,3 +455,31 @@ def test_a_memory_stat_longer_than_one_read_is_read_to_its_end(tmp_path):
     s = latest(sampler, pod.uid, cid)
     assert (s.anon_bytes, s.file_bytes, s.inactive_file_bytes) == (20 * MiB, MiB, 0)
     assert sampler.errors["malformed"] == 0
+
+
+def test_a_pod_asked_for_before_its_discovery_is_found_and_read_at_once(tmp_path):
+    tree = CgroupTree(tmp_path / "cg")
+    tree.add_pod(containers=1)
+    clock = FakeClock(100.0)
+    sampler = make_sampler(tree, clock, discover_every_ticks=1000, interval_seconds=0.05)
+    sampler.tick()
+    new = tree.add_pod(containers=1, anon_bytes=42 * MiB)  # started after the last discovery
+
+    snap = sampler.snapshot([new.uid], window_seconds=60)
+
+    assert snap["missing"] == []
+    [pod] = snap["pods"]
+    app = next(c for c in pod["containers"] if c["container_id"] == new.containers[-1])
+    assert Sample.from_dict(app["latest"]).anon_bytes == 42 * MiB
+    assert len(app["window"]["rows"]) == 1
+    # Asking again for something that is not there does not list the tree every time.
+    calls = []
+    real = sampler.rediscover_now
+    sampler.rediscover_now = lambda: calls.append(1) or real()  # type: ignore[method-assign]
+    for _ in range(5):
+        assert sampler.snapshot(["00000000-0000-4000-8000-000000000000"], window_seconds=60)["missing"]
+    assert len(calls) <= 1
+    # Once an interval has passed, asking (here: for a reclaim target) looks again.
+    later = tree.add_pod(containers=1)
+    time.sleep(sampler.interval_seconds)
+    assert sampler.find(later.uid, later.containers[-1]) == tree.path(later.uid, later.containers[-1])

@@ -9,9 +9,9 @@ read every few ticks, spread over the containers so every tick costs about the s
 - limits and swap (``SLOW``: ``memory.max``, ``memory.high``, swap) every ``slow_every_ticks`` (10);
 - pod cgroups (the sum of their containers), every file, every ``pod_every_ticks`` (30): only
   their latest reading is kept, no history;
-- discovery (listing directories) every ``discover_every_ticks`` (10), and on the next tick
-  after someone asked for a pod or container the sampler does not know, or after a cgroup
-  vanished.
+- discovery (listing directories) every ``discover_every_ticks`` (10), at the next tick after
+  a cgroup vanished, and at once (at most once per interval) when someone asks for a pod or
+  container the sampler does not know yet — a pod that just started is answered, not missing.
 
 A new cgroup is read in full on its first tick. Rows carry the latest value of every file, so
 a limit changed a few seconds ago shows up within ``slow_every_ticks``. Containers whose
@@ -186,6 +186,7 @@ class Sampler:
         self._tick_no = 0
         self._next_phase = 0
         self._rediscover_requested = True
+        self._last_on_demand: float | None = None  # monotonic time of the last on-demand listing
         self.errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
         self.last_tick_t_seconds: float | None = None
         self.tick_seconds_last: float = 0.0
@@ -355,6 +356,8 @@ class Sampler:
         ``pod_uids`` None means every pod. Window rows are those with
         ``t_seconds > max(now - window_seconds, since_seconds)``; ``window_seconds <= 0`` gives none.
         """
+        if pod_uids is not None and any(uid not in self._pods for uid in pod_uids):
+            self._look_for_new_cgroups()
         now = self._clock()
         after = now - window_seconds
         if since_seconds is not None:
@@ -383,9 +386,26 @@ class Sampler:
                     ],
                 }
             )
-        if missing:
-            self.rediscover()  # a pod that just started: look again at the next tick
         return {"pods": pods, "missing": missing}
+
+    def _look_for_new_cgroups(self) -> None:
+        """Someone asked for a pod or container not seen yet (it may have just started): list
+        the tree now and read what is new, at most once per interval (the ask is cheap to
+        repeat; the listing is not)."""
+        now = time.monotonic()
+        if self._last_on_demand is not None and now - self._last_on_demand < self.interval_seconds:
+            return
+        self._last_on_demand = now
+        self.rediscover_now()
+        t = self._clock()
+        for tracked in [*self._containers.values(), *self._pods.values()]:
+            if not tracked.fresh:
+                continue
+            tracked.fresh = False
+            if tracked.probe.read(ALL_TIERS, self.errors) and tracked.probe.complete:
+                tracked.t_seconds = t
+                if tracked.ring is not None:
+                    tracked.ring.append(t, tracked.probe.row)
 
     def _container_entry(self, tracked: _Tracked, after_seconds: float) -> dict[str, Any]:
         container = tracked.cgroup
@@ -436,20 +456,23 @@ class Sampler:
         """The cgroup directory of a discovered pod (``container_id`` None) or container.
 
         IDs must be canonical (pod UID with dashes, 64-hex container ID): anything else raises
-        ValueError, so no path is ever built from request text. Unknown IDs give None (and a
-        rediscovery at the next tick).
+        ValueError, so no path is ever built from request text. An unknown ID makes the sampler
+        look for new cgroups now (at most once per interval); still unknown, it gives None.
         """
         if not POD_UID_PATTERN.match(pod_uid):
             raise ValueError(f"pod_uid is not a canonical pod UID: {pod_uid!r}")
         if container_id is not None and not CONTAINER_ID_PATTERN.match(container_id):
             raise ValueError(f"container_id is not 64 lowercase hex digits: {container_id!r}")
-        tracked = (
-            self._pods.get(pod_uid) if container_id is None else self._containers.get((pod_uid, container_id))
-        )
+        tracked = self._lookup(pod_uid, container_id)
         if tracked is None:
-            self.rediscover()
-            return None
-        return Path(tracked.cgroup.path)
+            self._look_for_new_cgroups()
+            tracked = self._lookup(pod_uid, container_id)
+        return None if tracked is None else Path(tracked.cgroup.path)
+
+    def _lookup(self, pod_uid: str, container_id: str | None) -> _Tracked | None:
+        if container_id is None:
+            return self._pods.get(pod_uid)
+        return self._containers.get((pod_uid, container_id))
 
     def node(self) -> dict[str, Any]:
         """Node-level memory now: ``meminfo`` (bytes), ``pressure`` (PSI), the root cgroup's stats."""
