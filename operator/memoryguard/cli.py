@@ -28,7 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memoryguard",
-        description="Prevent OOM kills: reclaim page cache, restart leaking workloads before the kernel kills them.",
+        description=(
+            "Prevent OOM kills: reclaim page cache, restart leaking workloads before the kernel kills them."
+        ),
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

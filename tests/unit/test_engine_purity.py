@@ -7,11 +7,33 @@ import pytest
 
 ENGINE = Path(__file__).resolve().parents[2] / "operator" / "memoryguard" / "engine"
 FORBIDDEN_ROOTS = {
-    "kopf", "kubernetes", "aiohttp", "tenacity", "prometheus_client", "yaml", "requests",
-    "os", "io", "pathlib", "shutil", "socket", "subprocess", "time", "datetime", "asyncio",
-    "random", "threading", "urllib", "http",
+    "kopf",
+    "kubernetes",
+    "aiohttp",
+    "tenacity",
+    "prometheus_client",
+    "yaml",
+    "requests",
+    "os",
+    "io",
+    "pathlib",
+    "shutil",
+    "socket",
+    "subprocess",
+    "time",
+    "datetime",
+    "asyncio",
+    "random",
+    "threading",
+    "urllib",
+    "http",
 }
-FORBIDDEN_INTERNAL = ("memoryguard.agent", "memoryguard.controller", "memoryguard.commands", "memoryguard.cli")
+FORBIDDEN_INTERNAL = (
+    "memoryguard.agent",
+    "memoryguard.controller",
+    "memoryguard.commands",
+    "memoryguard.cli",
+)
 FORBIDDEN_CALLS = {"open", "print", "input"}
 
 
