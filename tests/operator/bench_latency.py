@@ -38,6 +38,8 @@ LIMIT_BYTES = 256 * MiB
 KERNEL_BYTES = 512 * 1024
 START_BYTES = 60 * MiB
 ROLLOUT_SECONDS = 10
+VERBOSE = ("--verbose",) if os.environ.get("BENCH_VERBOSE") else ()
+EXTRA_ARGS = tuple(os.environ.get("BENCH_OPERATOR_ARGS", "").split())
 LEAD_SECONDS = ROLLOUT_SECONDS * 1.5  # the engine's default margin: 50 % of the rollout
 
 
@@ -66,21 +68,57 @@ async def _wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer in {timeout}s")
 
 
+def _write_leaks(leaks: list[dict[str, Any]], rate: float, now: float) -> None:
+    for leak in leaks:
+        if leak["start"] <= now:
+            anon = min(LIMIT_BYTES, START_BYTES + int(rate * (now - leak["start"])))
+            leak["tree"].set(leak["uid"], leak["cid"], anon_bytes=anon, file_bytes=10 * MiB)
+
+
+async def _scrape_cycles(port: int) -> dict[str, float]:
+    """Guard cycles the operator ran and their mean duration, from its /metrics."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        text = await response.text()
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith("memoryguard_operator_cycle_duration_seconds_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("memoryguard_operator_cycle_duration_seconds_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return {"cycles": count, "mean_seconds": round(total / count, 3) if count else float("nan")}
+
+
 def _meta(name: str, namespace: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()), "resourceVersion": "1", **extra}
 
 
-async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: int) -> dict[str, Any]:
+async def run(
+    workloads: int, rate_mib: float, stagger_seconds: float, nodes: int, one_guard: bool = False
+) -> dict[str, Any]:
     workdir = Path(
         tempfile.mkdtemp(prefix="mg-bench-latency-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
     )
     write_proc(workdir / "proc")
     processes: list[asyncio.subprocess.Process] = []
     arrivals: dict[str, float] = {}
+    metrics_port = _free_port()
+    cycle_stats: dict[str, float] = {}
+    api_requests: dict[str, int] = {}
+    decisions: dict[str, str] = {}
+    event_times: dict[str, list[tuple[str, float]]] = {}
 
     def record(request: Any) -> None:
         if request.name and "memoryguard.io/restart-id" in request.text and request.name not in arrivals:
             arrivals[request.name] = time.time()
+        if request.method == "POST" and isinstance(request.data, dict) and request.data.get("reason"):
+            obj = request.data.get("involvedObject", {})
+            if obj.get("kind") == "Pod":
+                event_times.setdefault(obj.get("name", "")[:6].rstrip("-"), []).append(
+                    (request.data["reason"], time.time())
+                )
         # "Matched, nothing to answer": KMock goes on to its emulated PATCH, and keeps this
         # reaction active for the next request (a sink-only reaction would be used up).
         raise NotImplementedError
@@ -95,36 +133,12 @@ async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: in
             "subresources": {"status"},
         }
         api["patch", kmock.resource("apps/v1/deployments")] << record
+        api["post", kmock.resource("v1/events")] << record
         trees: list[tuple[str, int, CgroupTree]] = []
         try:
             for n in range(nodes):
                 node, port = f"node-{n}", _free_port()
                 tree = CgroupTree(workdir / node, version=2, driver="systemd")
-                log = (workdir / f"{node}.log").open("ab")
-                processes.append(
-                    await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        "-m",
-                        "memoryguard.cli",
-                        "agent",
-                        "--root",
-                        str(tree.root),
-                        "--proc-root",
-                        str(workdir / "proc"),
-                        "--listen",
-                        f"127.0.0.1:{port}",
-                        "--node-name",
-                        node,
-                        "--interval",
-                        "1s",
-                        "--insecure-no-auth",
-                        stdout=log,
-                        stderr=log,
-                        env=_env(),
-                        cwd=REPO,
-                    )
-                )
-                await _wait_http(f"http://127.0.0.1:{port}/healthz")
                 api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = {
                     "apiVersion": "v1",
                     "kind": "Pod",
@@ -196,7 +210,7 @@ async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: in
                 pod_meta = _meta(
                     f"{name}-5c9d-abcde",
                     NAMESPACE,
-                    labels=labels,
+                    labels={**labels, "tier": "bench"},
                     ownerReferences=[
                         {
                             "apiVersion": "apps/v1",
@@ -232,17 +246,52 @@ async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: in
                         ],
                     },
                 }
-                api.objects["memoryguard.io/v1alpha1/memoryguards", NAMESPACE, name] = {
+                guard = "apps" if one_guard else name
+                api.objects["memoryguard.io/v1alpha1/memoryguards", NAMESPACE, guard] = {
                     "apiVersion": "memoryguard.io/v1alpha1",
                     "kind": "MemoryGuard",
-                    "metadata": _meta(name, NAMESPACE, generation=1),
+                    "metadata": _meta(guard, NAMESPACE, generation=1),
                     "spec": {
-                        "selector": {"matchLabels": labels},
+                        "selector": {"matchLabels": {"tier": "bench"} if one_guard else labels},
                         "forecast": {"window": "2m", "horizon": "5m", "minSamples": 10},
-                        "actions": {"restart": {"rolloutSeconds": ROLLOUT_SECONDS, "maxPerHour": 1}},
+                        "actions": {
+                            "restart": {
+                                "rolloutSeconds": ROLLOUT_SECONDS,
+                                "maxPerHour": 60 if one_guard else 1,
+                            }
+                        },
                     },
                 }
                 leaks.append({"name": name, "tree": tree, "uid": pod.uid, "cid": cid, "start": None})
+
+            # Agents start after their pods exist, as on a node that has been up a while (an agent
+            # rediscovers new pod cgroups only every few ticks).
+            for node, port, tree in trees:
+                log = (workdir / f"{node}.log").open("ab")
+                processes.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "memoryguard.cli",
+                        "agent",
+                        "--root",
+                        str(tree.root),
+                        "--proc-root",
+                        str(workdir / "proc"),
+                        "--listen",
+                        f"127.0.0.1:{port}",
+                        "--node-name",
+                        node,
+                        "--interval",
+                        "1s",
+                        "--insecure-no-auth",
+                        stdout=log,
+                        stderr=log,
+                        env=_env(),
+                        cwd=REPO,
+                    )
+                )
+                await _wait_http(f"http://127.0.0.1:{port}/healthz")
 
             operator_log = (workdir / "operator.log").open("ab")
             processes.append(
@@ -260,11 +309,14 @@ async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: in
                     AGENT_NAMESPACE,
                     "--no-agent-auth",
                     "--metrics-port",
-                    "0",
+                    str(metrics_port),
+                    "--metrics-host",
+                    "127.0.0.1",
                     "--liveness",
                     "",
                     "--cycle-seconds",
                     "1",
+                    *EXTRA_ARGS,
                     stdout=operator_log,
                     stderr=operator_log,
                     env=_env(),
@@ -280,12 +332,29 @@ async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: in
                 leak["start"] = started + i * stagger_seconds
             deadline = started + (workloads - 1) * stagger_seconds + headroom / rate + 5
             while time.time() < deadline and len(arrivals) < workloads:
-                now = time.time()
-                for leak in leaks:
-                    if leak["start"] <= now:
-                        anon = min(LIMIT_BYTES, START_BYTES + int(rate * (now - leak["start"])))
-                        leak["tree"].set(leak["uid"], leak["cid"], anon_bytes=anon, file_bytes=10 * MiB)
-                await asyncio.sleep(0.25)
+                # Off the event loop KMock serves on: a fixture write costs milliseconds.
+                await asyncio.to_thread(_write_leaks, leaks, rate, time.time())
+                await asyncio.sleep(0.5)
+            cycle_stats = await _scrape_cycles(metrics_port)
+            for leak in leaks:
+                guard = "apps" if one_guard else leak["name"]
+                status = api.objects["memoryguard.io/v1alpha1/memoryguards", NAMESPACE, guard].raw.get(
+                    "status"
+                )
+                entries = [
+                    e
+                    for e in (status or {}).get("ledger") or ()
+                    if e.get("action") == "restart" and e.get("target") == f"deployment/{leak['name']}"
+                ]
+                decisions[leak["name"]] = entries[0]["reason"][:160] if entries else "no restart"
+            for request in list(api):
+                kind = f"{request.method} {request.resource.plural if request.resource else request.url.path}"
+                if request.subresource:
+                    kind += f"/{request.subresource}"
+                api_requests[kind] = api_requests.get(kind, 0) + 1
+                if kind.endswith("POST events") and isinstance(request.data, dict):
+                    reason = f"event {request.data.get('reason')}"
+                    api_requests[reason] = api_requests.get(reason, 0) + 1
         finally:
             for process in processes:
                 if process.returncode is None:
@@ -325,6 +394,14 @@ async def run(workloads: int, rate_mib: float, stagger_seconds: float, nodes: in
             "mean": round(statistics.fmean(ordered), 3) if ordered else None,
         },
         "all_seconds": [round(x, 3) for x in latencies],
+        "operator_cycles": cycle_stats,
+        "decisions": decisions,
+        "pod_events": {
+            leak["name"]: [(r, round(t - leak["start"], 1)) for r, t in event_times.get(leak["name"], [])]
+            for leak in leaks
+        },
+        "api_requests": dict(sorted(api_requests.items(), key=lambda kv: -kv[1])[:20]),
+        "load_average": Path("/proc/loadavg").read_text().split()[:3],
         "workdir": str(workdir),
     }
 
@@ -337,9 +414,12 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--leak-mib-per-second", type=float, default=6.0)
     parser.add_argument("--stagger-seconds", type=float, default=1.3)
+    parser.add_argument("--one-guard", action="store_true", help="one MemoryGuard selecting every workload")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = asyncio.run(run(args.workloads, args.leak_mib_per_second, args.stagger_seconds, args.nodes))
+    result = asyncio.run(
+        run(args.workloads, args.leak_mib_per_second, args.stagger_seconds, args.nodes, args.one_guard)
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -8,6 +8,7 @@ same object are held back for a while, so a pod at risk for an hour makes a few 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -85,6 +86,7 @@ class EventPoster:
         self._instance = instance or socket.gethostname()
         self._last: dict[tuple[str, str, str], float] = {}
         self._sequence = 0
+        self._pending: set[asyncio.Task[None]] = set()
         self.posted = 0
         self.failed = 0
 
@@ -134,11 +136,24 @@ class EventPoster:
             "reportingComponent": keys.EVENT_COMPONENT,
             "reportingInstance": self._instance,
         }
+        # Posted in the background: an Event is evidence for people, and must not hold up the
+        # next container's judgement while the API server answers.
+        task = asyncio.create_task(self._send(ref, body))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return True
+
+    async def _send(self, ref: ObjectRef, body: dict[str, Any]) -> None:
         try:
             await self._api.create_event(ref.namespace, body)
         except KubeApiError as exc:
             self.failed += 1
-            log.warning("could not post %s event %s on %s/%s: %s", type_, reason, ref.kind, ref.name, exc)
-            return False
+            log.warning("could not post %s event %s on %s/%s: %s", body["type"], body["reason"], ref.kind,
+                        ref.name, exc)  # fmt: skip
+            return
         self.posted += 1
-        return True
+
+    async def drain(self) -> None:
+        """Wait for the Events still being posted (at shutdown)."""
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=5)

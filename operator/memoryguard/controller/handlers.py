@@ -14,6 +14,8 @@ login come from the command line, and a test can run several operators one after
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import time
 from typing import Any
@@ -40,6 +42,11 @@ GUARDS = (keys.GROUP, keys.VERSION, keys.PLURAL)
 async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     config: OperatorConfig = memo.config
     configure_kopf(settings, config)
+    # The Kubernetes client is synchronous: its calls run in the loop's default executor. Its
+    # default size (cores + 4) would queue every guard's status write behind a few slow ones.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=config.api_threads, thread_name_prefix="kubeapi")
+    )
     api = KubeApi(client_configuration(config), timeout_seconds=config.api_timeout_seconds)
     agents = AgentClient(
         tokens=TokenSource(config.token_file),
@@ -68,6 +75,7 @@ async def cleanup(memo: Any, **_: Any) -> None:
     if memo.get("metrics_runner") is not None:
         await memo.metrics_runner.cleanup()
     if runtime is not None:
+        await runtime.events.drain()
         await runtime.agents.close()
         runtime.api.close()
 

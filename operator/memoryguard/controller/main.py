@@ -71,6 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "never so coarse that a guard's window holds fewer than 2 x minSamples)",
     )
 
+    cycle.add_argument(
+        "--judge-interval-seconds",
+        type=float,
+        default=15.0,
+        help="judge a healthy container at least this often, and at once when its usage moves "
+        "by 2%% of its limit; containers at risk are judged every cycle (default: %(default)s)",
+    )
+
     agents = parser.add_argument_group("agents")
     agents.add_argument(
         "--agent-namespace",
@@ -151,6 +159,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         cycle_seconds=args.cycle_seconds,
         status_refresh_seconds=args.status_refresh_seconds,
         history_step_seconds=args.history_step_seconds,
+        assess_max_interval_seconds=args.judge_interval_seconds,
         agent_namespace=args.agent_namespace or None,
         agent_labels=labels,
         agent_url_template=args.agent_url_template,

@@ -60,6 +60,7 @@ class OperatorConfig:
     api_insecure: bool = False
     api_timeout_seconds: float = 10.0
     api_retries: int = 4
+    api_threads: int = 32  # the synchronous client's calls in flight at once
     # Bounded status tables.
     ledger_size: int = 50
     at_risk_size: int = 20
