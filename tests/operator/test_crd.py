@@ -162,7 +162,7 @@ def test_every_schema_node_has_a_type_as_structural_schemas_require() -> None:
 
 def test_minimal_guard_gets_the_documented_defaults() -> None:
     spec = _guard()["spec"]
-    assert spec["forecast"] == {"window": "10m", "horizon": "15m", "minSamples": 30}
+    assert spec["forecast"] == {"window": "10m", "horizon": "15m", "minSamples": 20}
     assert spec["thresholds"] == {"warn": "80%", "act": "90%"}
     assert spec["actions"]["restart"] == {
         "enabled": True,
