@@ -151,6 +151,24 @@ def test_acceptance_on_the_corpus_at_lead_10(capsys):
         assert s["missed"] + s["late"] + s["false_restart"] > 0, baseline
 
 
+def test_swap_exhaustion_recorded_in_the_kernel_is_restarted_before_the_stall_at_memory_high(capsys):
+    # The rig's seed 000 TEST 3: memory.high 128 MiB, 64 MiB of zram swap, a 2 MiB/s Buffer leak.
+    # Swap fills at ~100 s, then the process stalls at memory.high (PSI some 30 % at 112 s), no
+    # OOM kill. The restart must come while swap is still filling, and say so.
+    code = cli.main(
+        ["replay", str(CORPUS / "kernel-swap-exhaustion.csv"), "--lead", "10", "--json", "--verbose"]
+    )
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0
+    ticks, summary = lines[:-1], lines[-1]
+    restart = next(t for t in ticks if t["decision"]["action"] == "restart")
+    assert restart["verdict"] == "swap_exhausted"
+    assert "memory.high 128 MiB + swap 64.0 MiB" in restart["decision"]["reason"]
+    assert "swap is filling up" in restart["evidence"]
+    assert summary["summary"]["outcome"] == "prevented"
+    assert summary["summary"]["lead_seconds"] >= 10
+
+
 def test_replay_prints_one_line_per_change_and_scores_the_run(capsys):
     code = cli.main(["replay", str(CORPUS / "node-buffer-leak-2mbs.csv"), "--lead", "10"])
     out = capsys.readouterr().out

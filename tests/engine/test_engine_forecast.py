@@ -166,19 +166,140 @@ def test_window_is_measured_from_the_newest_sample_not_the_callers_clock():
     assert skewed.numbers["age_seconds"] == pytest.approx(3600)
 
 
-def test_memory_high_is_a_failure_line_only_without_swap():
-    # Without swap the excess over memory.high cannot go anywhere and the process stalls; with
-    # swap room the kernel swaps it out instead, and only memory.max + swap kills.
-    no_swap = series(linear(40, 2.0), seconds=60, max_mib=512, high_bytes=256 * MIB)
-    with_swap = series(
-        linear(40, 2.0),
-        seconds=60,
-        max_mib=512,
-        high_bytes=256 * MIB,
-        swap_max_bytes=64 * MIB,
-        swap_current_bytes=0,
+def _at(high_mib=256, max_mib=512, swap_max_mib=None, swap_mib=0, anon_mib=200, file_mib=20):
+    """One reading with the given limits and swap (swap_max_mib None: swap.max is "max")."""
+    return dataclasses.replace(
+        series(flat(anon_mib), seconds=1, max_mib=max_mib, file_mib=file_mib)[-1],
+        high_bytes=None if high_mib is None else high_mib * MIB,
+        swap_max_bytes=None if swap_max_mib is None else swap_max_mib * MIB,
+        swap_current_bytes=swap_mib * MIB,
     )
-    assert _assess(no_swap).forecast.limit_source == "memory.high"
-    fc = _assess(with_swap).forecast
-    assert fc.limit_source == "memory.max"
-    assert fc.effective_limit_bytes == (512 + 64) * MIB - FILE_FLOOR_BYTES
+
+
+SWAP_LINE_CASES = [
+    # id, latest sample, swap-outs failing lately, nearest line: source, MiB before the file floor, label
+    (
+        "no swap (swap.max 0): the process stalls at memory.high",
+        _at(swap_max_mib=0),
+        False,
+        "memory.high",
+        256,
+        "memory.high 256 MiB",
+    ),
+    (
+        "swap headroom: memory.high alone is not a line, memory.high + swap is",
+        _at(swap_max_mib=64, swap_mib=0),
+        False,
+        "memory.high",
+        256 + 64,
+        "memory.high 256 MiB + swap 64.0 MiB",
+    ),
+    (
+        "swap half full: the line stays put, pinned memory already counts what is swapped out",
+        _at(swap_max_mib=64, swap_mib=32),
+        False,
+        "memory.high",
+        256 + 64,
+        "memory.high 256 MiB + swap 64.0 MiB",
+    ),
+    (
+        "swap full (swap-outs failing before swap.max): memory.high + what swap holds now",
+        _at(swap_max_mib=64, swap_mib=40),
+        True,
+        "memory.high",
+        256 + 40,
+        "memory.high 256 MiB + swap 40.0 MiB (full)",
+    ),
+    (
+        "swap.max unlimited and swap in use: headroom unknown, memory.high is not a line",
+        _at(swap_max_mib=None, swap_mib=32),
+        False,
+        "memory.max",
+        512 + 32,
+        "memory.max 512 MiB + swap 32.0 MiB",
+    ),
+    (
+        "swap.max unlimited, swap-outs failing: swap is full, memory.high is the line",
+        _at(swap_max_mib=None, swap_mib=32),
+        True,
+        "memory.high",
+        256 + 32,
+        "memory.high 256 MiB + swap 32.0 MiB (full)",
+    ),
+    (
+        "memory.high not below memory.max: memory.max + swap only",
+        _at(high_mib=512, swap_max_mib=64, swap_mib=64),
+        True,
+        "memory.max",
+        512 + 64,
+        "memory.max 512 MiB + swap 64.0 MiB (full)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("latest", "failing", "source", "line_mib", "label"),
+    [c[1:] for c in SWAP_LINE_CASES],
+    ids=[c[0] for c in SWAP_LINE_CASES],
+)
+def test_swap_moves_the_memory_high_line_only_by_the_room_it_has_left(
+    latest, failing, source, line_mib, label
+):
+    lines, _ = failure_lines(latest, None, swap_failing=failing)
+    nearest = lines[0]
+    assert nearest.source == source
+    assert nearest.limit_bytes == line_mib * MIB - FILE_FLOOR_BYTES
+    assert nearest.label == label
+
+
+def _swapping_leak(*, swap_max_mib, full_from_mib=None, fails=False):
+    """2 MiB/s of leak into memory.high 256 MiB (max 512): resident pinned memory stops at
+    250 MiB and the rest goes to swap, up to ``full_from_mib`` of it when set."""
+
+    def total(i):
+        return (150 + 2.0 * i) * MIB
+
+    def swapped(i):
+        out = max(0.0, total(i) - 250 * MIB)
+        return int(out if full_from_mib is None else min(out, full_from_mib * MIB))
+
+    return series(
+        lambda i: min(total(i), 250 * MIB),
+        seconds=90,
+        max_mib=512,
+        file_mib=2,
+        high_bytes=256 * MIB,
+        swap_max_bytes=swap_max_mib * MIB,
+        swap_current_bytes=swapped,
+        swap_fail_events=(lambda i: 10 * i) if fails else 0,
+    )
+
+
+SWAP_ETA_CASES = [
+    # id, samples, expected line (MiB, before the file floor), ETA (s) at 2 MiB/s, or None: no ETA
+    (
+        "leak swapped out at memory.high: ETA is the time to fill the swap left",
+        _swapping_leak(swap_max_mib=128),
+        256 + 128,
+        (256 + 128 - 2 - (150 + 2 * 89) - 1) / 2.0,  # pinned = anon + swap + 1 MiB kernel
+    ),
+    (
+        "leak with swap full and swap-outs failing: memory.high is where it stalls, now",
+        _swapping_leak(swap_max_mib=128, full_from_mib=40, fails=True),
+        256 + 40,
+        0.0,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("samples", "line_mib", "eta"),
+    [c[1:] for c in SWAP_ETA_CASES],
+    ids=[c[0] for c in SWAP_ETA_CASES],
+)
+def test_eta_with_swap_counts_the_swap_left_to_fill(samples, line_mib, eta):
+    fc = _assess(samples).forecast
+    assert fc is not None
+    assert fc.limit_source == "memory.high"
+    assert fc.effective_limit_bytes == line_mib * MIB - 2 * MIB  # the file floor: 2 MiB of cache
+    assert fc.eta_seconds == pytest.approx(eta, abs=3.0)

@@ -29,6 +29,20 @@ LEAK_NEAR_CACHE_FULL = series(linear(40, 2.5), seconds=60, max_mib=256, file_mib
 NOW = LEAK_NEAR[-1].t_seconds
 
 
+def _leak_into_swap(*, swap_max_mib: float, fails: bool = False):
+    """2 MiB/s into memory.high 250 MiB: resident stops there, the rest is swapped out."""
+    return series(
+        lambda i: min(190 + 2.0 * i, 250) * MIB,
+        seconds=60,
+        max_mib=512,
+        file_mib=2,
+        high_bytes=250 * MIB,
+        swap_max_bytes=swap_max_mib * MIB,
+        swap_current_bytes=lambda i: int(max(0.0, 190 + 2.0 * i - 250) * MIB),
+        swap_fail_events=(lambda i: 5 * i) if fails else 0,
+    )
+
+
 def _policy(**changes):
     policy = DEFAULT
     for path, value in changes.items():
@@ -88,6 +102,34 @@ LADDER_CASES = [
         Action.RESTART,
         Action.RESTART,
         ["restart deployment/web", "MiB/min", "reaches memory.max 256 MiB in", "rollout"],
+    ),
+    (
+        "leak swapped out at memory.high, swap fills within rollout + margin: restart",
+        _leak_into_swap(swap_max_mib=80),
+        DEFAULT,
+        WORKLOAD,
+        LimiterState(),
+        {},
+        Action.RESTART,
+        Action.RESTART,
+        [
+            "reaches memory.high 250 MiB + swap 80.0 MiB in",
+            "and swap (58.0 MiB of 80.0 MiB) will be full by then",
+        ],
+    ),
+    (
+        "leak at memory.high with swap-outs failing: restart, swap is full",
+        _leak_into_swap(swap_max_mib=128, fails=True),
+        DEFAULT,
+        WORKLOAD,
+        LimiterState(),
+        {},
+        Action.RESTART,
+        Action.RESTART,
+        [
+            "memory.high 250 MiB + swap 58.0 MiB (full)",
+            "swap (58.0 MiB of 128 MiB) is full: swap-outs are failing",
+        ],
     ),
     (
         "leak but restart would be premature for a 10 s rollout",

@@ -29,6 +29,8 @@ LEAK_GROWTH_FRACTION = 0.02
 # A series that swings by this much of its limit but does not trend is bounded (saw-tooth,
 # warm-up then plateau), not idle.
 BOUNDED_SWING_FRACTION = 0.1
+# Swap this full has no room left worth forecasting: a few more MiB and swap-outs fail.
+SWAP_FULL_FRACTION = 0.95
 
 
 class Verdict(enum.StrEnum):
@@ -120,7 +122,13 @@ def assess(
     usage_fraction = usage / usage_limit if usage_limit else None
     reclaimable = max(0, latest.file_bytes - (latest.shmem_bytes or 0))
 
-    lines, runtime_note = failure_lines(latest, runtime_heap_limit_bytes, runtime_limit_source)
+    recent = samples[
+        bisect_left(samples, latest.t_seconds - RECENT_SECONDS, lo, hi, key=lambda s: s.t_seconds)
+    ]
+    swap_fails = _counter_delta(latest.swap_fail_events, recent.swap_fail_events)
+    lines, runtime_note = failure_lines(
+        latest, runtime_heap_limit_bytes, runtime_limit_source, swap_failing=swap_fails > 0
+    )
     notes = (runtime_note,) if runtime_note else ()
 
     numbers: dict[str, Any] = {
@@ -158,12 +166,8 @@ def assess(
     limit = fc.effective_limit_bytes
     used_fraction = fc.pinned_bytes / limit if limit else None
 
-    recent = samples[
-        bisect_left(samples, latest.t_seconds - RECENT_SECONDS, lo, hi, key=lambda s: s.t_seconds)
-    ]
     recent_seconds = max(latest.t_seconds - recent.t_seconds, 1e-9)
     high_rate = _counter_delta(latest.high_events, recent.high_events) / recent_seconds
-    swap_fails = _counter_delta(latest.swap_fail_events, recent.swap_fail_events)
     resident_pinned = latest.anon_bytes + (latest.shmem_bytes or 0) + (latest.kernel_bytes or 0)
     psi = latest.psi_some_avg10
     stalled = psi is None or psi >= STALL_PSI_PERCENT
@@ -183,6 +187,29 @@ def assess(
         or (limit is not None and fc.sustained_growth_bytes >= LEAK_GROWTH_FRACTION * limit)
         or limit is None
     )
+    # Swap is where the excess goes only while resident memory sits at its limit (memory.high
+    # or memory.max): below it, nothing is being pushed out.
+    at_memory_limit = usage_limit is not None and resident_pinned >= THROTTLE_PINNED_FRACTION * usage_limit
+    swap_bytes = latest.swap_current_bytes or 0
+    swap_grown = swap_bytes - (recent.swap_current_bytes or 0)
+    swap_nearly_full = (
+        latest.swap_max_bytes is not None
+        and latest.swap_max_bytes > 0
+        and swap_bytes >= SWAP_FULL_FRACTION * latest.swap_max_bytes
+    )
+    line = lines[0] if lines else None
+    # The leak is being swapped out and the forecast says swap runs out within the horizon: the
+    # failure will come from swap exhaustion, at memory.high (a stall) or memory.max (OOM).
+    swap_filling = (
+        at_memory_limit
+        and swap_grown > 0
+        and line is not None
+        and line.swap_bytes > 0
+        and fc.sustained
+        and fc.eta_seconds is not None
+        and fc.eta_seconds <= policy.horizon_seconds
+    )
+    swap_exhausted = swap_fails > 0 or (swap_nearly_full and at_memory_limit) or swap_filling
     bounded = limit is not None and (
         (used_fraction is not None and used_fraction >= policy.warn_fraction)
         or fc.swing_bytes >= BOUNDED_SWING_FRACTION * limit
@@ -202,10 +229,11 @@ def assess(
             "used_fraction": None if used_fraction is None else round(used_fraction, 4),
             "high_events_per_second": round(high_rate, 2),
             "swap_fail_events_recent": swap_fails,
+            "swap_growth_bytes_recent": swap_grown,
         }
     )
 
-    if swap_fails > 0:
+    if swap_exhausted:
         verdict = Verdict.SWAP_EXHAUSTED
     elif throttled:
         verdict = Verdict.THROTTLED_HIGH
@@ -232,6 +260,8 @@ def assess(
         reclaimable=reclaimable,
         high_rate=high_rate,
         swap_fails=swap_fails,
+        swap_grown=swap_grown,
+        recent_seconds=recent_seconds,
     )
     return Assessment(
         verdict=verdict,
@@ -262,6 +292,8 @@ def _evidence(
     reclaimable: int,
     high_rate: float,
     swap_fails: int,
+    swap_grown: int,
+    recent_seconds: float,
 ) -> str:
     limit_phrase = fc.limit_label
     pinned = f"pinned memory (anon {_mib(latest.anon_bytes)}"
@@ -282,10 +314,28 @@ def _evidence(
     if verdict is Verdict.SWAP_EXHAUSTED:
         swap = latest.swap_current_bytes or 0
         swap_max = f" of {_mib(latest.swap_max_bytes)}" if latest.swap_max_bytes is not None else ""
-        return (
-            f"swap is exhausted: {_mib(swap)}{swap_max} in use and {swap_fails} swap allocations failed "
-            f"in the last minute; {pinned}{share}, growing {_growth_phrase(fc)}{eta}."
-        )
+        filling = swap_fails == 0 and swap_grown > 0 and fc.sustained and fc.eta_seconds is not None
+        if swap_fails > 0:
+            state = (
+                f"swap is exhausted: {_mib(swap)}{swap_max} in use and {swap_fails} swap allocations "
+                f"failed in the last minute"
+            )
+        elif filling:
+            state = (
+                f"swap is filling up: {_mib(swap)}{swap_max} in use, {_mib(swap_grown)} more than "
+                f"{_duration(recent_seconds)} ago"
+            )
+        else:
+            state = f"swap is exhausted: {_mib(swap)}{swap_max} in use"
+        when = "once swap is full" if filling else "with swap full"
+        if fc.limit_source == "memory.high":
+            after = f"{when}, the kernel can only throttle it at memory.high: the process stalls"
+        elif fc.limit_source == "memory.max":
+            after = f"{when}, the next allocation at memory.max is an OOM kill"
+        else:
+            after = "nothing more can be swapped out"
+        growing = f"growing {_growth_phrase(fc)}" if fc.sustained else f"not growing ({_growth_phrase(fc)})"
+        return f"{state}; {pinned}{share}, {growing}{eta}; {after}."
     if verdict is Verdict.THROTTLED_HIGH:
         return (
             f"throttled at memory.high ({_mib(latest.high_bytes or 0)}): {high_rate:.0f} high events/s{psi}; "

@@ -5,10 +5,17 @@ to swap. Page cache is left out on purpose — the kernel drops it before it kil
 Pinned memory fails the workload at the nearest of these lines:
 
 - ``memory.max`` (+ the swap it may still use): the OOM killer;
-- ``memory.high``, when set below max and the cgroup has no swap: above it the kernel throttles
-  every allocation, and with nothing it can reclaim the process stalls (recorded in the rig:
-  memory PSI from 3 % to 70 % within 20 s of crossing it). With swap room the excess is swapped
-  out instead — slower (PSI ~20 %) but not stalled — so there only memory.max + swap counts;
+- ``memory.high`` (+ the swap it may still use), when set below max: above it the kernel
+  throttles every allocation, and with nothing left to reclaim the process stalls (recorded in
+  the rig: memory PSI from 3 % to 70 % within 20 s of crossing it, with or without swap). Swap
+  only moves this line while it has room: reclaim at memory.high drops the page cache, then
+  pushes anon out to swap — slower (PSI ~15 %) but not stalled — until swap.max is reached or
+  swap-outs fail (``memory.swap.events`` fail), and from then on the process stalls at
+  memory.high (recorded: swap full at 100 s, PSI 50–58 % from 112 s, anon flat, no OOM kill).
+  Pinned memory counts what is already in swap, so the line is memory.high + swap.max and
+  the time to it is the time for the leak to fill what resident room and swap are left
+  (swap.max "max" with swap in use: the device's free space is not visible, and memory.high
+  counts only once swap-outs fail);
 - a runtime heap cap (Node ``--max-old-space-size``, JVM ``-Xmx``): the runtime aborts, however
   much cgroup room is left. The cap bounds the heap, which lives in anon, so the line is the cap
   plus the part of pinned memory that is not anon (shmem, kernel). Anon also holds what the
@@ -77,13 +84,29 @@ def file_floor_bytes(sample: Sample) -> int:
     return min(FILE_FLOOR_BYTES, max(0, sample.file_bytes - (sample.shmem_bytes or 0)))
 
 
-def swap_room_bytes(sample: Sample) -> int:
-    """How much pinned memory swap can hold beyond the memory limits."""
+def swap_room_bytes(sample: Sample, *, swap_failing: bool = False) -> int:
+    """How much pinned memory swap can hold beyond the memory limits.
+
+    ``swap_failing``: the kernel reported failed swap-outs lately (``memory.swap.events``
+    fail rising). Then what is in swap now is all it will hold, whatever swap.max says: the
+    device is full, or swap.max was reached.
+    """
+    swapped = sample.swap_current_bytes or 0
+    if swap_failing:
+        return swapped
     if sample.swap_max_bytes is not None:
         return sample.swap_max_bytes
     # swap.max is "max" (or unknown): the device's free space is not visible from the cgroup,
     # so count only what is already swapped out.
-    return sample.swap_current_bytes or 0
+    return swapped
+
+
+def swap_room_known(sample: Sample, *, swap_failing: bool = False) -> bool:
+    """Whether the cgroup's swap room is known: swap.max is set, swap-outs fail, or no swap
+    is in use at all (nothing to move the memory.high line). With swap.max "max" and swap in
+    use, the device's free space is not visible from the cgroup: the excess over memory.high
+    may still go to swap, so memory.high is not taken for a stall line."""
+    return swap_failing or sample.swap_max_bytes is not None or not sample.swap_current_bytes
 
 
 def _mib(value: float) -> str:
@@ -97,23 +120,43 @@ class Line:
     limit_bytes: int
     source: str  # "memory.max", "memory.high", "runtime heap (--max-old-space-size=96)"
     label: str  # "memory.max 256 MiB + swap 128 MiB"
+    swap_bytes: int = 0  # swap counted in the line: it is only reached once that much is swapped out
 
 
 def failure_lines(
-    latest: Sample, runtime_heap_limit_bytes: int | None, runtime_source: str | None = None
+    latest: Sample,
+    runtime_heap_limit_bytes: int | None,
+    runtime_source: str | None = None,
+    *,
+    swap_failing: bool = False,
 ) -> tuple[list[Line], str | None]:
-    """The lines in pinned-memory terms, nearest first, and a note when a runtime cap was set aside."""
-    swap_room = swap_room_bytes(latest)
+    """The lines in pinned-memory terms, nearest first, and a note when a runtime cap was set aside.
+
+    ``swap_failing``: swap-outs failed lately, so swap holds no more than it does now.
+    """
+    swap_room = swap_room_bytes(latest, swap_failing=swap_failing)
     room = swap_room - file_floor_bytes(latest)
-    swap = f" + swap {_mib(swap_room)}" if swap_room else ""
+    swap = f" + swap {_mib(swap_room)}{' (full)' if swap_failing else ''}" if swap_room else ""
     lines: list[Line] = []
     if latest.max_bytes is not None:
         lines.append(
-            Line(latest.max_bytes + room, "memory.max", f"memory.max {_mib(latest.max_bytes)}{swap}")
+            Line(
+                latest.max_bytes + room,
+                "memory.max",
+                f"memory.max {_mib(latest.max_bytes)}{swap}",
+                swap_room,
+            )
         )
     below_max = latest.max_bytes is None or (latest.high_bytes or 0) < latest.max_bytes
-    if latest.high_bytes is not None and below_max and swap_room == 0:
-        lines.append(Line(latest.high_bytes + room, "memory.high", f"memory.high {_mib(latest.high_bytes)}"))
+    if latest.high_bytes is not None and below_max and swap_room_known(latest, swap_failing=swap_failing):
+        lines.append(
+            Line(
+                latest.high_bytes + room,
+                "memory.high",
+                f"memory.high {_mib(latest.high_bytes)}{swap}",
+                swap_room,
+            )
+        )
     note = None
     if runtime_heap_limit_bytes is not None and runtime_heap_limit_bytes > 0:
         heap_side = latest.anon_bytes + (latest.swap_current_bytes or 0)

@@ -17,7 +17,7 @@ what blocked it.
 
 from __future__ import annotations
 
-from memoryguard.engine.assessment import Assessment, Verdict
+from memoryguard.engine.assessment import SWAP_FULL_FRACTION, Assessment, Verdict
 from memoryguard.engine.decision import Action, Decision, Target
 from memoryguard.engine.limiter import LimiterState, RateLimits, check
 from memoryguard.engine.policy import Policy
@@ -42,7 +42,23 @@ def _restart_reason(assessment: Assessment, policy: Policy, target: Target, acti
         f"{fc.growth_bytes_per_second * 60 / MIB:+.1f} MiB/min and reaches {fc.limit_label} in "
         f"{_seconds(fc.eta_seconds)}, within the {_seconds(policy.restart.rollout_seconds)} a rollout "
         f"needs plus {policy.restart.margin_fraction:.0%} margin; reclaim cannot free it"
+        f"{_swap_clause(assessment)}"
     )
+
+
+def _swap_clause(assessment: Assessment) -> str:
+    """Why swap will not absorb the growth, when swap is what runs out first."""
+    if assessment.verdict is not Verdict.SWAP_EXHAUSTED:
+        return ""
+    numbers = assessment.numbers
+    swap = numbers.get("swap_current_bytes") or 0
+    swap_max = numbers.get("swap_max_bytes")
+    of_max = f" of {_mib(swap_max)}" if swap_max is not None else ""
+    if numbers.get("swap_fail_events_recent"):
+        return f", and swap ({_mib(swap)}{of_max}) is full: swap-outs are failing"
+    if swap_max and swap >= SWAP_FULL_FRACTION * swap_max:
+        return f", and swap ({_mib(swap)}{of_max}) is all but full"
+    return f", and swap ({_mib(swap)}{of_max}) will be full by then"
 
 
 def _wants_restart(assessment: Assessment, policy: Policy) -> bool:

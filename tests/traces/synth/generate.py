@@ -7,7 +7,8 @@ crash, a GC saw-tooth, a warm-up plateau and page cache at the limit. These add 
 rig has not recorded yet: slow and fast leaks, a leak under a GC saw-tooth, page cache plus a
 slow leak (seed 000 TEST 1), throttling at memory.high (TEST 2), swap on zram filling up
 (TEST 3), a leak that starts after a long idle period, request bursts, a noisy plateau with
-spikes, hot page cache, page cache held at memory.high, and a saw-tooth near the limit.
+spikes, hot page cache, page cache held at memory.high, a saw-tooth near the limit, and a
+warm-up past memory.high that leaves its cold pages in swap (TEST 3's limits without a leak).
 
 Each trace comes from a small model of a cgroup v2 memory controller, not from a formula the
 engine could be tuned to: the workload asks for anon memory and page cache every second; the
@@ -419,6 +420,16 @@ def saw_near_limit(rng: random.Random) -> Workload:
     return step
 
 
+def swap_plateau(rng: random.Random) -> Workload:
+    """A cache service warming up past memory.high: its cold pages go to swap, then it levels off."""
+
+    def step(tick: int, throttle: float) -> tuple[float, float, float, float]:
+        anon = 40 * MIB + 270 * MIB * (1 - math.exp(-tick / 60)) + allocator_noise(rng, 1.0 * MIB)
+        return anon, 30 * MIB, 0.5, 6 * MIB
+
+    return step
+
+
 def extra_slab(cg: Cgroup, rng: random.Random) -> object:
     return pages(cg.kernel() * 0.4)
 
@@ -534,6 +545,15 @@ SPECS: tuple[Spec, ...] = (
         "streaming reads; MemoryQoS memory.high 256 MiB holds page cache there, memory.max 512 MiB",
         lambda rng: Cgroup(rng, 512 * MIB, high_bytes=256 * MIB, read_bytes_per_second=12 * MIB),
         cache_at_high,
+    ),
+    Spec(
+        "synth-swap-plateau-safe",
+        114,
+        900,
+        "seed 000 TEST 3 limits (memory.high 256 MiB, memory.max 384 MiB, 128 MiB of zram swap) without a "
+        "leak: warm-up to ~310 MiB of anon, the coldest ~60 MiB swapped out at memory.high, then flat",
+        lambda rng: Cgroup(rng, 384 * MIB, high_bytes=256 * MIB, swap_max_bytes=128 * MIB),
+        swap_plateau,
     ),
     Spec(
         "synth-saw-near-limit-safe",
