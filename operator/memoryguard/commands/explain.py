@@ -57,7 +57,7 @@ HEADLINES: dict[Verdict, str] = {
     Verdict.PAGE_CACHE_PRESSURE: "PAGE CACHE — the kernel (or memory.reclaim) can free it; no restart needed",
     Verdict.ANON_GROWTH: "ANON GROWTH — reclaim cannot free it; only a restart (or a fix) will",
     Verdict.THROTTLED_HIGH: "THROTTLED AT memory.high — the process stalls in reclaim",
-    Verdict.SWAP_EXHAUSTED: "SWAP EXHAUSTED — nothing left to push out; the next step is an OOM kill",
+    Verdict.SWAP_EXHAUSTED: "SWAP EXHAUSTED — anon can no longer be swapped out: a stall or OOM kill is next",
     Verdict.BOUNDED: "BOUNDED — memory swings but does not trend up",
     Verdict.HEALTHY: "HEALTHY — no memory trouble in sight",
     Verdict.INSUFFICIENT_DATA: "NOT ENOUGH DATA — watch longer",
