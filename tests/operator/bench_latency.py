@@ -9,6 +9,14 @@ for a steady leak is known exactly: ``t_oom - lead``. The latency is the arrival
 Deployment PATCH at KMock minus that moment (sampling delay, cycle delay and the operator's
 own work all included).
 
+Where the time goes, per workload: the engine's own verdict on the very samples the agent
+served (replayed after the run through the operator's history and ``judge``: the first
+sample on which it asks for a restart), and the operator's delay from that sample to the
+PATCH at KMock (waiting for the next cycle, asking the agent, the API calls). The API side
+is counted too: every request KMock handled (by verb and resource, per second) with its
+handling time, KMock's event-loop lag, and the operator's own view of its API calls (time
+waiting for a client thread, time on the wire) from its /metrics.
+
     python -m tests.operator.bench_latency --workloads 24 [--json]
 """
 
@@ -31,6 +39,16 @@ import aiohttp
 import kmock
 from tests.support.cgroup_tree import CgroupTree, MiB, write_proc
 
+from memoryguard.controller.agentclient import parse_pods_answer
+from memoryguard.controller.cycle import history_step_seconds
+from memoryguard.controller.history import ContainerHistory
+from memoryguard.controller.judgement import judge, policy_from_spec
+from memoryguard.controller.kubeapi import resource_of
+from memoryguard.controller.pods import ContainerInfo
+from memoryguard.controller.settings import OperatorConfig
+from memoryguard.engine.decision import Action, Target
+from memoryguard.engine.limiter import LimiterState
+
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "bench"
 AGENT_NAMESPACE = "memoryguard-system"
@@ -41,6 +59,7 @@ ROLLOUT_SECONDS = 10
 VERBOSE = ("--verbose",) if os.environ.get("BENCH_VERBOSE") else ()
 EXTRA_ARGS = tuple(os.environ.get("BENCH_OPERATOR_ARGS", "").split())
 LEAD_SECONDS = ROLLOUT_SECONDS * 1.5  # the engine's default margin: 50 % of the rollout
+KMOCK_LOG_KEPT = 50
 
 
 def _free_port() -> int:
@@ -91,12 +110,169 @@ async def _scrape_cycles(port: int) -> dict[str, float]:
     return {"cycles": count, "mean_seconds": round(total / count, 3) if count else float("nan")}
 
 
+class _TimedEmulator(kmock.KubernetesEmulator):
+    """KMock noting each request's arrival and handling time (watch streams excluded: they last)."""
+
+    handled: list[tuple[float, str, str, float]]
+
+    async def __call__(self, raw_request: Any) -> Any:
+        arrived, began = time.time(), time.perf_counter()
+        try:
+            return await super().__call__(raw_request)
+        finally:
+            if raw_request.query.get("watch") not in ("true", "1"):
+                self.handled.append(
+                    (arrived, raw_request.method, raw_request.path, time.perf_counter() - began)
+                )
+
+
+def _forget_old_requests(api: Any) -> None:
+    """KMock 0.8 matches each request against every request it ever served, once per reaction
+    (``dsl.View.__contains__``), so its answers slow down linearly with the requests behind it:
+    12 ms per status PATCH after 50 requests, 61 ms after 250, 140 ms after 650 on this machine.
+    The benchmark measures the operator, so KMock keeps only its latest requests (this script
+    notes every request itself, in ``_TimedEmulator``); ``--keep-kmock-log`` shows the other case."""
+    log = getattr(api, "_requests", None)
+    if isinstance(log, list) and len(log) > KMOCK_LOG_KEPT:
+        del log[:-KMOCK_LOG_KEPT]
+
+
+async def _loop_lag(lags: list[float]) -> None:
+    """How late this event loop (KMock's) wakes a 50 ms sleeper: its congestion."""
+    while True:
+        began = time.perf_counter()
+        await asyncio.sleep(0.05)
+        lags.append(time.perf_counter() - began - 0.05)
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def _api_traffic(handled: list[tuple[float, str, str, float]], since: float, until: float) -> dict[str, Any]:
+    """Requests KMock handled between ``since`` and ``until``: per verb and resource, how many
+    a second (mean, busiest second) and how long KMock took to answer them."""
+    kinds: dict[str, list[tuple[float, float]]] = {}
+    for arrived, method, path, seconds in handled:
+        if since <= arrived <= until:
+            kinds.setdefault(f"{method} {resource_of(path)}", []).append((arrived, seconds))
+    span = max(until - since, 1e-9)
+    table = {}
+    for kind, rows in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
+        per_second: dict[int, int] = {}
+        for arrived, _ in rows:
+            per_second[int(arrived)] = per_second.get(int(arrived), 0) + 1
+        handling = [seconds * 1000 for _, seconds in rows]
+        table[kind] = {
+            "count": len(rows),
+            "per_second_mean": round(len(rows) / span, 2),
+            "per_second_max": max(per_second.values()),
+            "handling_ms_p50": round(_pct(handling, 50), 2),
+            "handling_ms_p99": round(_pct(handling, 99), 2),
+            "handling_ms_max": round(max(handling), 2),
+        }
+    every = [seconds * 1000 for arrived, _, _, seconds in handled if since <= arrived <= until]
+    per_second_all: dict[int, int] = {}
+    for arrived, *_ in handled:
+        if since <= arrived <= until:
+            per_second_all[int(arrived)] = per_second_all.get(int(arrived), 0) + 1
+    return {
+        "seconds": round(span, 1),
+        "requests": len(every),
+        "per_second_mean": round(len(every) / span, 2),
+        "per_second_max": max(per_second_all.values(), default=0),
+        "handling_ms_p50": round(_pct(every, 50), 2),
+        "handling_ms_p99": round(_pct(every, 99), 2),
+        "handling_ms_max": round(max(every, default=float("nan")), 2),
+        "by_kind": table,
+    }
+
+
+def _histogram_summary(text: str, name: str) -> dict[str, float | int | None]:
+    """Count, mean and the bucket bound holding the p99 of one histogram, all label sets summed."""
+    buckets: dict[float, float] = {}
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+        elif line.startswith(f"{name}_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(f"{name}_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    p99 = next((le for le, cumulative in sorted(buckets.items()) if cumulative >= 0.99 * count), None)
+    return {
+        "count": int(count),
+        "mean_ms": round(1000 * total / count, 2) if count else None,
+        "p99_at_most_ms": None if p99 is None else round(1000 * p99, 1),
+    }
+
+
+async def _operator_api_view(port: int) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        text = await response.text()
+    return {
+        "waiting_for_a_client_thread": _histogram_summary(
+            text, "memoryguard_operator_api_queue_duration_seconds"
+        ),
+        "request_to_answer": _histogram_summary(text, "memoryguard_operator_api_request_duration_seconds"),
+    }
+
+
+async def _engine_verdicts(leaks: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, float | None]:
+    """For each workload, the time of the first agent sample on which the engine asks for a
+    restart: the agent's rows fed one by one through the operator's history and ``judge``."""
+    policy = policy_from_spec(spec)
+    config = OperatorConfig()
+    verdicts: dict[str, float | None] = {}
+    async with aiohttp.ClientSession() as session:
+        for leak in leaks:
+            params = {"uid": leak["uid"], "window_seconds": "3600"}
+            async with session.get(f"http://127.0.0.1:{leak['port']}/v1/pods", params=params) as response:
+                reading = parse_pods_answer(await response.json())
+            rows = sorted(reading.pods[leak["uid"]].containers[leak["cid"]].rows, key=lambda r: r.t_seconds)
+            step = history_step_seconds(config, policy, reading.interval_seconds)
+            history = ContainerHistory(
+                dense_seconds=config.history_dense_seconds, step_seconds=config.history_step_seconds
+            )
+            container = ContainerInfo("app", leak["cid"], LIMIT_BYTES, None, None, "")
+            target = Target(
+                kind="workload", name=f"deployment/{leak['name']}", pod=leak["name"], container="app"
+            )
+            verdicts[leak["name"]] = None
+            for row in rows:
+                history.extend([row], keep_seconds=policy.window_seconds, step_seconds=step)
+                judgement = judge(
+                    history.window(policy.window_seconds),
+                    policy,
+                    container,
+                    target,
+                    LimiterState(),
+                    agent_now_seconds=row.t_seconds,
+                    now_seconds=row.t_seconds,
+                )
+                if judgement.decision.action is Action.RESTART:
+                    verdicts[leak["name"]] = row.t_seconds
+                    break
+    return verdicts
+
+
 def _meta(name: str, namespace: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()), "resourceVersion": "1", **extra}
 
 
 async def run(
-    workloads: int, rate_mib: float, stagger_seconds: float, nodes: int, one_guard: bool = False
+    workloads: int,
+    rate_mib: float,
+    stagger_seconds: float,
+    nodes: int,
+    one_guard: bool = False,
+    keep_kmock_log: bool = False,
 ) -> dict[str, Any]:
     workdir = Path(
         tempfile.mkdtemp(prefix="mg-bench-latency-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
@@ -106,13 +282,26 @@ async def run(
     arrivals: dict[str, float] = {}
     metrics_port = _free_port()
     cycle_stats: dict[str, float] = {}
-    api_requests: dict[str, int] = {}
     decisions: dict[str, str] = {}
     event_times: dict[str, list[tuple[str, float]]] = {}
+    intents: dict[str, float] = {}
+    engine: dict[str, float | None] = {}
+    traffic: dict[str, Any] = {}
+    operator_api: dict[str, Any] = {}
+    lags: list[float] = []
 
     def record(request: Any) -> None:
         if request.name and "memoryguard.io/restart-id" in request.text and request.name not in arrivals:
             arrivals[request.name] = time.time()
+        if request.subresource == "status" and isinstance(request.data, dict):
+            for entry in (request.data.get("status") or {}).get("ledger") or ():
+                name = str(entry.get("target", "")).removeprefix("deployment/")
+                if (
+                    entry.get("action") == "restart"
+                    and entry.get("state") == "intent"
+                    and name not in intents
+                ):
+                    intents[name] = time.time()
         if request.method == "POST" and isinstance(request.data, dict) and request.data.get("reason"):
             obj = request.data.get("involvedObject", {})
             if obj.get("kind") == "Pod":
@@ -123,7 +312,9 @@ async def run(
         # reaction active for the next request (a sink-only reaction would be used up).
         raise NotImplementedError
 
-    async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
+    async with _TimedEmulator() as api, kmock.Server(api) as server:
+        api.handled = []
+        lag_task = asyncio.create_task(_loop_lag(lags))
         api.resources.load_bundled()
         api.resources["memoryguard.io/v1alpha1/memoryguards"] = {
             "kind": "MemoryGuard",
@@ -133,6 +324,7 @@ async def run(
             "subresources": {"status"},
         }
         api["patch", kmock.resource("apps/v1/deployments")] << record
+        api["patch", kmock.resource("memoryguard.io/v1alpha1/memoryguards")] << record
         api["post", kmock.resource("v1/events")] << record
         trees: list[tuple[str, int, CgroupTree]] = []
         try:
@@ -162,7 +354,7 @@ async def run(
 
             leaks: list[dict[str, Any]] = []
             for i in range(workloads):
-                node, _, tree = trees[i % nodes]
+                node, agent_port, tree = trees[i % nodes]
                 name = f"app-{i}"
                 pod = tree.add_pod(qos="burstable", containers=1, max_bytes=LIMIT_BYTES)
                 cid = pod.containers[-1]
@@ -262,7 +454,17 @@ async def run(
                         },
                     },
                 }
-                leaks.append({"name": name, "tree": tree, "uid": pod.uid, "cid": cid, "start": None})
+                guard_spec = api.objects["memoryguard.io/v1alpha1/memoryguards", NAMESPACE, guard].raw["spec"]
+                leaks.append(
+                    {
+                        "name": name,
+                        "tree": tree,
+                        "uid": pod.uid,
+                        "cid": cid,
+                        "start": None,
+                        "port": agent_port,
+                    }
+                )
 
             # Agents start after their pods exist, as on a node that has been up a while (an agent
             # rediscovers new pod cgroups only every few ticks).
@@ -334,8 +536,14 @@ async def run(
             while time.time() < deadline and len(arrivals) < workloads:
                 # Off the event loop KMock serves on: a fixture write costs milliseconds.
                 await asyncio.to_thread(_write_leaks, leaks, rate, time.time())
+                if not keep_kmock_log:
+                    _forget_old_requests(api)
                 await asyncio.sleep(0.5)
+            finished = time.time()
             cycle_stats = await _scrape_cycles(metrics_port)
+            operator_api = await _operator_api_view(metrics_port)
+            traffic = _api_traffic(api.handled, started, finished)
+            engine = await _engine_verdicts(leaks, dict(guard_spec))
             for leak in leaks:
                 guard = "apps" if one_guard else leak["name"]
                 status = api.objects["memoryguard.io/v1alpha1/memoryguards", NAMESPACE, guard].raw.get(
@@ -347,15 +555,8 @@ async def run(
                     if e.get("action") == "restart" and e.get("target") == f"deployment/{leak['name']}"
                 ]
                 decisions[leak["name"]] = entries[0]["reason"][:160] if entries else "no restart"
-            for request in list(api):
-                kind = f"{request.method} {request.resource.plural if request.resource else request.url.path}"
-                if request.subresource:
-                    kind += f"/{request.subresource}"
-                api_requests[kind] = api_requests.get(kind, 0) + 1
-                if kind.endswith("POST events") and isinstance(request.data, dict):
-                    reason = f"event {request.data.get('reason')}"
-                    api_requests[reason] = api_requests.get(reason, 0) + 1
         finally:
+            lag_task.cancel()
             for process in processes:
                 if process.returncode is None:
                     process.terminate()
@@ -365,13 +566,36 @@ async def run(
 
     latencies = []
     missed = []
+    per_workload: dict[str, dict[str, float | None]] = {}
     for leak in leaks:
         crossing = leak["start"] + headroom / rate - LEAD_SECONDS
-        if leak["name"] in arrivals:
-            latencies.append(arrivals[leak["name"]] - crossing)
+        arrival, verdict, intent = (
+            arrivals.get(leak["name"]),
+            engine.get(leak["name"]),
+            intents.get(leak["name"]),
+        )
+        per_workload[leak["name"]] = {
+            "end_to_end": None if arrival is None else round(arrival - crossing, 2),
+            "engine_verdict": None if verdict is None else round(verdict - crossing, 2),
+            "operator_after_verdict": None
+            if arrival is None or verdict is None
+            else round(arrival - verdict, 2),
+            "intent_to_patch": None if arrival is None or intent is None else round(arrival - intent, 3),
+        }
+        if arrival is not None:
+            latencies.append(arrival - crossing)
         else:
             missed.append(leak["name"])
     ordered = sorted(latencies)
+
+    def summary(key: str) -> dict[str, float | None]:
+        values = [v[key] for v in per_workload.values() if v[key] is not None]
+        return {
+            "n": len(values),
+            "p50": round(_pct(values, 50), 2) if values else None,
+            "p99": round(_pct(values, 99), 2) if values else None,
+            "max": round(max(values), 2) if values else None,
+        }
 
     def pct(p: float) -> float:
         return (
@@ -394,13 +618,23 @@ async def run(
             "mean": round(statistics.fmean(ordered), 3) if ordered else None,
         },
         "all_seconds": [round(x, 3) for x in latencies],
+        "breakdown_seconds": {
+            key: summary(key) for key in ("engine_verdict", "operator_after_verdict", "intent_to_patch")
+        },
+        "per_workload_seconds": per_workload,
+        "kmock": {
+            **traffic,
+            "loop_lag_ms_p99": round(1000 * _pct(lags, 99), 1) if lags else None,
+            "loop_lag_ms_max": round(1000 * max(lags), 1) if lags else None,
+        },
+        "operator_api_calls": operator_api,
         "operator_cycles": cycle_stats,
         "decisions": decisions,
         "pod_events": {
             leak["name"]: [(r, round(t - leak["start"], 1)) for r, t in event_times.get(leak["name"], [])]
             for leak in leaks
         },
-        "api_requests": dict(sorted(api_requests.items(), key=lambda kv: -kv[1])[:20]),
+        "kmock_request_log": "kept whole (KMock's default)" if keep_kmock_log else f"last {KMOCK_LOG_KEPT}",
         "load_average": Path("/proc/loadavg").read_text().split()[:3],
         "workdir": str(workdir),
     }
@@ -415,10 +649,22 @@ def main() -> int:
     parser.add_argument("--leak-mib-per-second", type=float, default=6.0)
     parser.add_argument("--stagger-seconds", type=float, default=1.3)
     parser.add_argument("--one-guard", action="store_true", help="one MemoryGuard selecting every workload")
+    parser.add_argument(
+        "--keep-kmock-log",
+        action="store_true",
+        help="let KMock keep every request (its answers then slow down as the run goes on)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(
-        run(args.workloads, args.leak_mib_per_second, args.stagger_seconds, args.nodes, args.one_guard)
+        run(
+            args.workloads,
+            args.leak_mib_per_second,
+            args.stagger_seconds,
+            args.nodes,
+            args.one_guard,
+            args.keep_kmock_log,
+        )
     )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -428,6 +674,26 @@ def main() -> int:
             f"decision latency over {result['restarted']}/{result['workloads']} leaking workloads on "
             f"{result['nodes']} agents: p50 {lat['p50']} s, p90 {lat['p90']} s, p99 {lat['p99']} s, "
             f"max {lat['max']} s (goal p99 < 3 s); missed: {result['missed'] or 'none'}"
+        )
+        engine, after = (
+            result["breakdown_seconds"]["engine_verdict"],
+            result["breakdown_seconds"]["operator_after_verdict"],
+        )
+        intent = result["breakdown_seconds"]["intent_to_patch"]
+        print(
+            f"  engine's own verdict on the agents' samples, after the line: p50 {engine['p50']} s, "
+            f"p99 {engine['p99']} s (found for {engine['n']}/{result['workloads']})"
+        )
+        print(
+            f"  operator, from that sample to the PATCH at KMock: p50 {after['p50']} s, "
+            f"p99 {after['p99']} s; status intent to PATCH p99 {intent['p99']} s"
+        )
+        kmock_view = result["kmock"]
+        print(
+            f"  KMock: {kmock_view['requests']} requests in {kmock_view['seconds']} s "
+            f"(mean {kmock_view['per_second_mean']}/s, busiest second {kmock_view['per_second_max']}), "
+            f"handling p50 {kmock_view['handling_ms_p50']} ms p99 {kmock_view['handling_ms_p99']} ms, "
+            f"loop lag p99 {kmock_view['loop_lag_ms_p99']} ms"
         )
     return 0 if not result["missed"] else 1
 

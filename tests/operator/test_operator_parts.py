@@ -10,6 +10,7 @@ import pytest
 
 from memoryguard.controller.cycle import agent_endpoint
 from memoryguard.controller.history import ContainerHistory
+from memoryguard.controller.kubeapi import resource_of
 from memoryguard.controller.ledger import DONE, INTENT, Entry, Ledger, action_id, rfc3339
 from memoryguard.controller.owners import cannot_roll, rollout_in_progress
 from memoryguard.controller.pods import Selector, pod_info
@@ -277,6 +278,31 @@ def test_status_is_written_on_change_and_otherwise_at_the_refresh_interval() -> 
     assert not writer.due(moved, now_seconds=5), "a number moving is not worth a write"
     assert writer.due(moved, now_seconds=10)
     assert writer.due({**status, "podsAtRisk": 2}, now_seconds=1), "a count changing is"
+
+
+def test_an_unchanged_status_is_not_written_again_unless_the_object_lost_it() -> None:
+    writer = StatusWriter(refresh_seconds=10)
+    status = {"podsWatched": 1000, "podsAtRisk": 0, "atRisk": [], "conditions": [{"type": "Ready"}]}
+    writer.written(status, now_seconds=0)
+    assert not writer.due(dict(status), now_seconds=3600, live=dict(status)), "identical: no write"
+    assert not writer.due(dict(status), now_seconds=5, live={}), "the object's copy may lag our write"
+    assert writer.due(dict(status), now_seconds=10, live={**status, "conditions": []}), "someone changed it"
+    writer.lost()
+    assert writer.due(dict(status), now_seconds=11, live=dict(status)), "a lost write is written again"
+
+
+@pytest.mark.parametrize(
+    ("path", "resource"),
+    [
+        ("/apis/apps/v1/namespaces/shop/deployments/web", "deployments"),
+        ("/apis/memoryguard.io/v1alpha1/namespaces/shop/memoryguards/g/status", "memoryguards/status"),
+        ("/api/v1/namespaces/shop/pods/web-1/eviction", "pods/eviction"),
+        ("/api/v1/namespaces/shop/events", "events"),
+        ("/api/v1/pods", "pods"),
+    ],
+)
+def test_api_metrics_label_the_resource_never_the_object(path: str, resource: str) -> None:
+    assert resource_of(path) == resource
 
 
 def test_agent_address_comes_from_the_template() -> None:

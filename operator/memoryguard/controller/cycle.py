@@ -93,6 +93,11 @@ class GuardState:
     # (pod uid, container) -> (next judgement due, usage bytes when last judged)
     schedule: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
     no_reclaim_nodes: set[str] = field(default_factory=set)
+    # Status writes of one guard go out one at a time, in order: a routine write in flight is
+    # never overtaken by an older one, and an intent waits for it rather than race it.
+    status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    status_pending: tuple[dict[str, Any], float] | None = None
+    status_task: asyncio.Task[None] | None = None
 
     @property
     def key(self) -> str:
@@ -111,6 +116,12 @@ class Runtime:
     metrics: OperatorMetrics
     clock: Callable[[], float] = time.time
     guards: dict[str, GuardState] = field(default_factory=dict)
+
+    async def drain_status(self, timeout_seconds: float = 5.0) -> None:
+        """Wait for the status writes still in flight (at shutdown)."""
+        tasks = [g.status_task for g in self.guards.values() if g.status_task and not g.status_task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_seconds)
 
     def guard_state(self, namespace: str, name: str, uid: str) -> GuardState:
         state = self.guards.get(uid)
@@ -245,8 +256,8 @@ async def run_cycle(
     }
     if generation is None:
         del body["observedGeneration"]
-    if state.writer.due(body, now_seconds=now):
-        await _write_status(runtime, state, body, now)
+    if state.writer.due(body, now_seconds=now, live=status):
+        _write_status_soon(runtime, state, body, now)
     elapsed = time.perf_counter() - started
     metrics.cycle_duration.labels(state.key).observe(elapsed)
     metrics.cycles.labels(state.key, "degraded" if degraded else "ok").inc()
@@ -266,6 +277,38 @@ def _guard(state: GuardState) -> ev.ObjectRef:
 
 
 async def _write_status(runtime: Runtime, state: GuardState, body: Mapping[str, Any], now: float) -> bool:
+    """Write now and wait for the answer: for what must be on record before anything else
+    happens (an action's intent and budget). A routine write still queued is dropped: it is
+    older than this one, and the next cycle computes a fresh one."""
+    state.status_pending = None
+    async with state.status_lock:
+        if not await _send_status(runtime, state, body):
+            return False
+    state.writer.written(body, now_seconds=now)
+    return True
+
+
+def _write_status_soon(runtime: Runtime, state: GuardState, body: dict[str, Any], now: float) -> None:
+    """Routine status (conditions, counts, at-risk table) goes out in the background: the next
+    cycle's decisions do not wait for the API server to answer it. Only the newest waits."""
+    state.writer.written(body, now_seconds=now)
+    state.status_pending = (body, now)
+    if state.status_task is None or state.status_task.done():
+        state.status_task = asyncio.create_task(_drain_status(runtime, state))
+
+
+async def _drain_status(runtime: Runtime, state: GuardState) -> None:
+    while state.status_pending is not None:
+        async with state.status_lock:
+            if state.status_pending is None:
+                return
+            body, _ = state.status_pending
+            state.status_pending = None
+            if not await _send_status(runtime, state, body):
+                state.writer.lost()
+
+
+async def _send_status(runtime: Runtime, state: GuardState, body: Mapping[str, Any]) -> bool:
     try:
         await runtime.api.patch_guard_status(state.namespace, state.name, body)
     except KubeApiError as exc:
@@ -273,7 +316,6 @@ async def _write_status(runtime: Runtime, state: GuardState, body: Mapping[str, 
         log.warning("status of %s not written: %s", state.key, exc)
         return False
     runtime.metrics.status_writes.labels("ok").inc()
-    state.writer.written(body, now_seconds=now)
     return True
 
 
@@ -678,7 +720,9 @@ async def _finish(
             state.last_action = f"{mode}{request.action.value} {request.target} {rfc3339(now)}"
         await runtime.events.post(pod_event, type_, reason, text)
         await runtime.events.post(_guard(state), type_, reason, f"pod {request.pod}: {text}")
-    await _write_status(
+    # The outcome goes out in the background, in order after the intent: the action is done,
+    # and a lost outcome is settled from the world at the next start, never by acting again.
+    _write_status_soon(
         runtime,
         state,
         {

@@ -47,7 +47,13 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=config.api_threads, thread_name_prefix="kubeapi")
     )
-    api = KubeApi(client_configuration(config), timeout_seconds=config.api_timeout_seconds)
+    metrics = memo.get("metrics") or OperatorMetrics()
+    api = KubeApi(
+        client_configuration(config),
+        timeout_seconds=config.api_timeout_seconds,
+        threads=config.api_threads,
+        observer=metrics,
+    )
     agents = AgentClient(
         tokens=TokenSource(config.token_file),
         timeout_seconds=config.agent_timeout_seconds,
@@ -60,7 +66,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         agents=agents,
         actuator=Actuator(api, agents, clock=memo.get("clock") or _wall_clock, retries=config.api_retries),
         events=EventPoster(api),
-        metrics=memo.get("metrics") or OperatorMetrics(),
+        metrics=metrics,
     )
     memo.runtime = runtime
     memo.metrics_runner = (
@@ -75,6 +81,7 @@ async def cleanup(memo: Any, **_: Any) -> None:
     if memo.get("metrics_runner") is not None:
         await memo.metrics_runner.cleanup()
     if runtime is not None:
+        await runtime.drain_status()
         await runtime.events.drain()
         await runtime.agents.close()
         runtime.api.close()
@@ -195,7 +202,9 @@ def forget_guard(namespace: str | None, name: str, uid: str, memo: Any, **_: Any
     runtime: Runtime | None = memo.get("runtime")
     if runtime is None:
         return
-    runtime.guards.pop(uid or f"{namespace}/{name}", None)
+    state = runtime.guards.pop(uid or f"{namespace}/{name}", None)
+    if state is not None and state.status_task is not None:
+        state.status_task.cancel()
     runtime.metrics.forget(f"{namespace}/{name}")
 
 

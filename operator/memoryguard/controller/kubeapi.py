@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import kubernetes
@@ -48,6 +49,14 @@ RBAC: dict[str, tuple[str, ...]] = {
     "memoryguard.io/memoryguards": ("get",),
     "memoryguard.io/memoryguards/status": ("patch",),
 }
+
+
+class ApiObserver(Protocol):
+    """Told about every call: which verb on which resource, its answer, and where its time went."""
+
+    def observe_api(
+        self, verb: str, resource: str, code: int, *, queued_seconds: float, call_seconds: float
+    ) -> None: ...
 
 
 class KubeApiError(Exception):
@@ -93,9 +102,20 @@ def client_configuration(config: OperatorConfig) -> kubernetes.client.Configurat
 
 
 class KubeApi:
-    def __init__(self, configuration: kubernetes.client.Configuration, *, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        configuration: kubernetes.client.Configuration,
+        *,
+        timeout_seconds: float,
+        threads: int = 8,
+        observer: ApiObserver | None = None,
+    ) -> None:
+        # One pooled connection per client thread: urllib3's default (5 per core) is fewer, and
+        # a thread finding the pool empty opens a new connection and throws it away afterwards.
+        configuration.connection_pool_maxsize = max(threads, configuration.connection_pool_maxsize or 0)
         self._client = kubernetes.client.ApiClient(configuration)
         self._timeout_seconds = timeout_seconds
+        self._observer = observer
 
     def close(self) -> None:
         self._client.close()
@@ -111,7 +131,8 @@ class KubeApi:
         content_type: str = "application/json",
         query: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        return await asyncio.to_thread(self._request_sync, method, path, body, content_type, query)
+        submitted = time.perf_counter()
+        return await asyncio.to_thread(self._request_sync, method, path, body, content_type, query, submitted)
 
     def _request_sync(
         self,
@@ -120,7 +141,34 @@ class KubeApi:
         body: Mapping[str, Any] | None,
         content_type: str,
         query: Mapping[str, str] | None,
+        submitted: float,
     ) -> dict[str, Any]:
+        started = time.perf_counter()
+        code = 0
+        try:
+            answer, code = self._exchange(method, path, body, content_type, query)
+            return answer
+        except KubeApiError as exc:
+            code = exc.status
+            raise
+        finally:
+            if self._observer is not None:
+                self._observer.observe_api(
+                    method,
+                    resource_of(path),
+                    code,
+                    queued_seconds=started - submitted,
+                    call_seconds=time.perf_counter() - started,
+                )
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        content_type: str,
+        query: Mapping[str, str] | None,
+    ) -> tuple[dict[str, Any], int]:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         _, url, headers, serialized, _ = self._client.param_serialize(
             method,
@@ -152,7 +200,7 @@ class KubeApi:
                 f"{method} {path}: {message or response.reason}",
                 retry_after_seconds=float(retry_after) if retry_after and retry_after.isdigit() else None,
             )
-        return answer if isinstance(answer, dict) else {}
+        return (answer if isinstance(answer, dict) else {}), response.status
 
     # --- workloads -----------------------------------------------------------------------------
 
@@ -236,6 +284,18 @@ class KubeApi:
             if exc.not_found:
                 return None
             raise
+
+
+def resource_of(path: str) -> str:
+    """``deployments``, ``memoryguards/status``, ``pods/eviction``…: a metric label, never a name."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts[:-1]:
+        parts = parts[parts.index("namespaces") + 2 :]
+    else:
+        parts = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if not parts:
+        return "unknown"
+    return parts[0] + (f"/{parts[2]}" if len(parts) > 2 else "")
 
 
 def _q(segment: str) -> str:

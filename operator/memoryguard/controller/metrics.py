@@ -19,6 +19,7 @@ from prometheus_client import (
 log = logging.getLogger("memoryguard.controller.metrics")
 
 CYCLE_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+API_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass
@@ -74,12 +75,38 @@ class OperatorMetrics:
         self.samples_ingested = Counter(
             "memoryguard_operator_samples_ingested", "Samples received from agents.", ["guard"], registry=r
         )
+        self.api_request_duration = Histogram(
+            "memoryguard_operator_api_request_duration_seconds",
+            "The operator's own Kubernetes API calls: request sent to answer read, by verb and resource.",
+            ["verb", "resource"],
+            buckets=API_BUCKETS_SECONDS,
+            registry=r,
+        )
+        self.api_queue_duration = Histogram(
+            "memoryguard_operator_api_queue_duration_seconds",
+            "Time an API call waited for a free client thread before it was sent.",
+            buckets=API_BUCKETS_SECONDS,
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "memoryguard_operator_api_requests",
+            "The operator's own Kubernetes API calls, by verb, resource and HTTP status (0: no answer).",
+            ["verb", "resource", "code"],
+            registry=r,
+        )
         self.status_writes = Counter(
             "memoryguard_operator_status_writes",
             "MemoryGuard status patches, by result.",
             ["result"],
             registry=r,
         )
+
+    def observe_api(
+        self, verb: str, resource: str, code: int, *, queued_seconds: float, call_seconds: float
+    ) -> None:
+        self.api_queue_duration.observe(queued_seconds)
+        self.api_request_duration.labels(verb, resource).observe(call_seconds)
+        self.api_requests.labels(verb, resource, str(code)).inc()
 
     def forget(self, guard: str) -> None:
         """Drop a deleted guard's series, so /metrics does not keep reporting it."""

@@ -1,8 +1,8 @@
 """MemoryGuard status: conditions, the bounded at-risk table, counts for the printer columns.
 
 Status is written when something that matters changed (a condition, the set of pods at risk,
-the ledger, the counts) and otherwise at most every ``refresh_seconds``, so a guard of a
-thousand healthy pods does not patch its object every second.
+the ledger, the counts), moving numbers at most every ``refresh_seconds``, and an unchanged
+status never, so a guard of a thousand healthy pods does not patch its object every second.
 """
 
 from __future__ import annotations
@@ -111,10 +111,18 @@ def at_risk_table(rows: Sequence[AtRiskRow], size: int) -> list[dict[str, Any]]:
 
 @dataclass
 class StatusWriter:
-    """Decides when a status patch is worth sending."""
+    """Decides when a status patch is worth sending.
+
+    A change that matters (a condition, which pods are at risk and why, the ledger, a count) is
+    written at once. Numbers that only moved (the at-risk rows' percentages and ETAs) wait for
+    the refresh interval. A status identical to the last one written is not written again —
+    a thousand healthy guards cost the API server nothing — unless the object's live status no
+    longer holds it (someone else changed it, or a write was lost): then at the refresh interval.
+    """
 
     refresh_seconds: float
     _last_significant: str | None = None
+    _last_exact: str | None = None
     _last_written_seconds: float | None = None
 
     @staticmethod
@@ -128,11 +136,28 @@ class StatusWriter:
         ]
         return json.dumps(shape, sort_keys=True, default=str)
 
-    def due(self, status: Mapping[str, Any], *, now_seconds: float) -> bool:
+    @staticmethod
+    def _exact(status: Mapping[str, Any]) -> str:
+        return json.dumps(status, sort_keys=True, default=str)
+
+    def due(
+        self, status: Mapping[str, Any], *, now_seconds: float, live: Mapping[str, Any] | None = None
+    ) -> bool:
         if self._last_written_seconds is None or self._significant(status) != self._last_significant:
             return True
-        return now_seconds - self._last_written_seconds >= self.refresh_seconds
+        if now_seconds - self._last_written_seconds < self.refresh_seconds:
+            return False
+        if self._exact(status) != self._last_exact:
+            return True
+        return live is not None and any(
+            self._exact({key: live.get(key)}) != self._exact({key: value}) for key, value in status.items()
+        )
 
     def written(self, status: Mapping[str, Any], *, now_seconds: float) -> None:
         self._last_significant = self._significant(status)
+        self._last_exact = self._exact(status)
         self._last_written_seconds = now_seconds
+
+    def lost(self) -> None:
+        """The last write did not land: the next status is due whatever it holds."""
+        self._last_written_seconds = None
