@@ -38,7 +38,7 @@ NameLookup = Callable[[str, str], ContainerNames | None]  # (pod_uid, container_
 
 
 class SamplerView(Protocol):
-    """What the collector reads from the sampler at scrape time."""
+    """What the collector reads from the sampler at scrape time; the server's ``SamplerPort`` adds to it."""
 
     @property
     def cgroup_version(self) -> int: ...
@@ -52,7 +52,7 @@ class SamplerView(Protocol):
     @property
     def errors(self) -> Mapping[str, int]: ...
 
-    def latest(self) -> Iterable[Any]: ...
+    def latest(self) -> Iterable[Any]: ...  # readings: .pod_uid, .container_id, .qos, .latest, …
 
 
 # (metric suffix, help, Sample attribute or property). Unknown (None) values are skipped, so a

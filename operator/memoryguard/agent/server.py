@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from aiohttp import web
 from memoryguard import __version__
 from memoryguard.agent import auth
 from memoryguard.agent.discovery import CONTAINER_ID_PATTERN, POD_UID_PATTERN
-from memoryguard.agent.metrics import AgentMetrics
+from memoryguard.agent.metrics import AgentMetrics, SamplerView
 from memoryguard.engine.model import Sample
 
 log = logging.getLogger("memoryguard.agent.server")
@@ -38,25 +38,16 @@ DEFAULT_WINDOW_SECONDS = 600.0
 SNAPSHOT_BATCH_PODS = 16
 
 
-class SamplerPort(Protocol):
-    """What the server needs from the sampler (``memoryguard.agent.sampler.Sampler``)."""
-
-    @property
-    def cgroup_version(self) -> int: ...
-
-    @property
-    def container_count(self) -> int: ...
-
-    @property
-    def last_tick_t_seconds(self) -> float | None: ...
+class SamplerPort(SamplerView, Protocol):
+    """What the server needs from the sampler (``memoryguard.agent.sampler.Sampler``): the view
+    its metrics read (the server is always handed that same sampler), plus window queries and
+    finding a container's cgroup for an action."""
 
     def snapshot(
         self, pod_uids: Collection[str] | None, *, window_seconds: float, since_seconds: float | None = None
     ) -> dict[str, Any]: ...
 
     def find(self, pod_uid: str, container_id: str | None) -> Path | None: ...
-
-    def latest(self) -> Iterable[Any]: ...  # readings with .pod_uid
 
 
 class ActionsPort(Protocol):

@@ -35,7 +35,13 @@ from memoryguard.agent.cgroup import (
     normalized_stat,
 )
 from memoryguard.agent.discovery import POD_UID_PATTERN, discover
-from memoryguard.commands.sources import AgentSource, SourceError, growth_bytes_per_second, human_bytes
+from memoryguard.commands.sources import (
+    AgentSource,
+    Reading,
+    SourceError,
+    growth_bytes_per_second,
+    human_bytes,
+)
 from memoryguard.engine import Assessment, Policy, Sample, Verdict, assess
 
 MIB = 1024 * 1024
@@ -73,6 +79,14 @@ class Observed:
     entry: dict[str, Any] = field(default_factory=dict)  # stat, events, swap_events, pressure, limits
     cgroup_version: int = 2
 
+    @classmethod
+    def from_reading(cls, reading: Reading, title: str) -> Observed:
+        """An agent's (or any source's) reading, with its memory.stat in v2 key names."""
+        version = reading.cgroup_version or 2
+        entry = dict(reading.entry)
+        entry["stat"] = normalized_stat(version, entry.get("stat") or {})
+        return cls(title, reading.history, entry, version)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -104,9 +118,7 @@ def run(args: argparse.Namespace) -> int:
     except (SourceError, NoMemoryCgroup) as exc:
         print(f"memoryguard explain: {exc}", file=sys.stderr)
         return 1
-    now = time.time()
-    screens = [render(o, now_seconds=now, runtime_heap_limit_bytes=args.runtime_heap_limit) for o in observed]
-    print(("\n\n" + "-" * 72 + "\n\n").join(screens))
+    print(render_all(observed, now_seconds=time.time(), runtime_heap_limit_bytes=args.runtime_heap_limit))
     return 0
 
 
@@ -186,18 +198,28 @@ def from_agent(args: argparse.Namespace) -> list[Observed]:
     readings = source.read([args.target])
     if not readings:
         raise SourceError(f"the agent at {args.agent} has no pod {args.target}")
-    out = []
-    for r in readings:
-        version = r.cgroup_version or 2
-        entry = dict(r.entry)
-        entry["stat"] = normalized_stat(version, entry.get("stat") or {})
-        title = f"pod {r.labels['POD-UID']} ({r.labels['QOS']}) container {r.labels['CONTAINER']}"
-        out.append(Observed(title, r.history, entry, version))
+    out = [
+        Observed.from_reading(
+            r, f"pod {r.labels['POD-UID']} ({r.labels['QOS']}) container {r.labels['CONTAINER']}"
+        )
+        for r in readings
+    ]
     out.sort(key=lambda o: -o.samples[-1].working_set_bytes)
     return out
 
 
 # --- the screen ---------------------------------------------------------------------------
+
+
+def render_all(
+    observed: Sequence[Observed], *, now_seconds: float, runtime_heap_limit_bytes: int | None = None
+) -> str:
+    """One screen per cgroup, separated by a rule."""
+    screens = (
+        render(o, now_seconds=now_seconds, runtime_heap_limit_bytes=runtime_heap_limit_bytes)
+        for o in observed
+    )
+    return ("\n\n" + "-" * 72 + "\n\n").join(screens)
 
 
 def render(observed: Observed, *, now_seconds: float, runtime_heap_limit_bytes: int | None = None) -> str:
@@ -271,7 +293,7 @@ def _counters(values: Mapping[str, int] | None, missing: str) -> list[str]:
 def _trend(samples: Sequence[Sample]) -> list[str]:
     span = samples[-1].t_seconds - samples[0].t_seconds
     if len(samples) < 2 or span <= 0:
-        return ["  one reading only: watch longer (--seconds) to see a trend"]
+        return ["  one reading only: a trend needs more (--seconds locally, --window from an agent)"]
     lines = [
         f"  over {span:.1f} s ({len(samples)} readings):"
         if span < 10

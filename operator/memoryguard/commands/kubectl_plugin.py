@@ -3,11 +3,12 @@
   kubectl memoryguard top [POD ...] [-n NAMESPACE] [-l SELECTOR]
   kubectl memoryguard explain POD [-n NAMESPACE]
 
-`top` prints one line per container: anonymous memory (what only a restart gives back), page
-cache (what reclaim can free), working set, limit, share of the limit, anon growth and OOM
-kills. `explain` is seed 000's `watch kubectl exec … cat memory.stat` script on one screen,
-with MemoryGuard's verdict: page cache that reclaim can free, or anon growth that only a
-restart fixes, and the forecast time to the limit.
+`top` prints one line per container, the table of `memoryguard top`: anonymous memory (what
+only a restart gives back), page cache (what reclaim can free), working set, limit, share of
+the limit, anon growth over --window and the kernel's memory events (OOM kills, limit hits).
+`explain` is the screen of `memoryguard explain`: seed 000's `watch kubectl exec … cat
+memory.stat` script on one screen, with MemoryGuard's verdict: page cache that reclaim can
+free, or anon growth that only a restart fixes, and the forecast time to the limit.
 
 How it reaches the agent: it finds the pod's node, the MemoryGuard agent pod on that node
 (namespace --agent-namespace, default memoryguard), and opens `kubectl port-forward` to it.
@@ -36,28 +37,25 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memoryguard.engine.assessment import Assessment, assess
-from memoryguard.engine.model import Sample
-from memoryguard.engine.policy import Policy
+from memoryguard.agent.metrics import ContainerNames, NameLookup
+from memoryguard.commands import explain, top
+from memoryguard.commands.sources import AgentSource, Reading, SourceError
 
 AGENT_SELECTOR = "app.kubernetes.io/name=memoryguard,app.kubernetes.io/component=agent"
 AGENT_PORT = 9732
 TOKEN_SECONDS = 600  # minted ServiceAccount tokens live this long
-MIB = 1024 * 1024
 # `kubectl port-forward` prints this once the tunnel listens.
 _FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) ->")
 
 
-class PluginError(Exception):
-    """A failure the user can act on; printed without a traceback."""
+class PluginError(SourceError):
+    """kubectl or the cluster refused something the user can fix; printed without a traceback."""
 
 
 @dataclass
@@ -131,16 +129,25 @@ def find_agent(kubectl: Kubectl, namespace: str, selector: str, node: str) -> di
     )
 
 
-def container_names(pod: dict[str, Any]) -> dict[str, str]:
-    """Runtime container ID (64 hex, no scheme) -> container name, from the pod's status."""
-    status = pod.get("status", {})
-    names = {}
-    for key in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
-        for entry in status.get(key) or []:
-            container_id = (entry.get("containerID") or "").rpartition("://")[2]
-            if container_id:
-                names[container_id] = entry["name"]
-    return names
+def container_names(pods: Sequence[dict[str, Any]]) -> NameLookup:
+    """(pod UID, runtime container ID) -> the pod's namespace, name and container name, from the
+    pods' statuses: the agent knows containers by ID only."""
+    known = {}
+    for pod in pods:
+        meta = pod["metadata"]
+        status = pod.get("status", {})
+        for key in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
+            for entry in status.get(key) or []:
+                container_id = (entry.get("containerID") or "").rpartition("://")[2]
+                if container_id:
+                    known[meta["uid"], container_id] = ContainerNames(
+                        meta["namespace"], meta["name"], entry["name"]
+                    )
+
+    def lookup(pod_uid: str, container_id: str) -> ContainerNames | None:
+        return known.get((pod_uid, container_id))
+
+    return lookup
 
 
 # ------------------------------------------------------------------------------ credentials
@@ -251,169 +258,6 @@ def agent_url(args: argparse.Namespace, kubectl: Kubectl, agent: dict[str, Any] 
             process.wait(timeout=5)
 
 
-def fetch_pods(url: str, token: str, uids: Sequence[str], window_seconds: int) -> dict[str, Any]:
-    query = urllib.parse.urlencode([("uid", uid) for uid in uids] + [("window_seconds", str(window_seconds))])
-    request = urllib.request.Request(f"{url}/v1/pods?{query}", headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            data: dict[str, Any] = json.loads(response.read())
-            return data
-    except urllib.error.HTTPError as exc:
-        if exc.code == 401:
-            raise PluginError(
-                "the agent did not accept the token (401): it is not valid for this cluster"
-            ) from exc
-        if exc.code == 403:
-            raise PluginError(
-                "the agent refused (403): you need `get` on memoryguard.io agents/samples "
-                "(bind the chart's ClusterRole <release>-samples-reader)"
-            ) from exc
-        raise PluginError(f"agent answered {exc.code}: {exc.read().decode(errors='replace')[:300]}") from exc
-    except urllib.error.URLError as exc:
-        raise PluginError(f"cannot reach the agent at {url}: {exc.reason}") from exc
-
-
-# ------------------------------------------------------------------------------ rendering
-
-
-@dataclass
-class ContainerView:
-    namespace: str
-    pod: str
-    container: str
-    latest: Sample
-    samples: list[Sample]
-    entry: dict[str, Any]
-
-    def assessment(self, now_seconds: float) -> Assessment:
-        return assess(self.samples or [self.latest], Policy(), now_seconds=now_seconds)
-
-
-def _samples(entry: dict[str, Any]) -> list[Sample]:
-    window = entry.get("window") or {}
-    columns = window.get("columns") or []
-    return [Sample.from_dict(dict(zip(columns, row, strict=False))) for row in window.get("rows") or []]
-
-
-def views(pods: Sequence[dict[str, Any]], answers: Sequence[dict[str, Any]]) -> list[ContainerView]:
-    by_uid = {p["metadata"]["uid"]: p for p in pods}
-    found = []
-    for answer in answers:
-        for agent_pod in answer.get("pods", []):
-            pod = by_uid.get(agent_pod["pod_uid"])
-            if pod is None:
-                continue
-            names = container_names(pod)
-            for entry in agent_pod.get("containers", []):
-                name = names.get(entry["container_id"])
-                if name is None:
-                    continue  # the pod sandbox (pause), or a container already gone from the status
-                found.append(
-                    ContainerView(
-                        namespace=pod["metadata"]["namespace"],
-                        pod=pod["metadata"]["name"],
-                        container=name,
-                        latest=Sample.from_dict(entry["latest"]),
-                        samples=_samples(entry),
-                        entry=entry,
-                    )
-                )
-    return sorted(found, key=lambda v: (v.namespace, v.pod, v.container))
-
-
-def _mib(value: float | None) -> str:
-    return "-" if value is None else f"{value / MIB:.0f}Mi"
-
-
-def render_top(rows: Sequence[ContainerView], now_seconds: float) -> str:
-    header = (
-        "NAMESPACE",
-        "POD",
-        "CONTAINER",
-        "ANON",
-        "FILE",
-        "WORKING-SET",
-        "LIMIT",
-        "%LIMIT",
-        "ANON/MIN",
-        "OOM-KILLS",
-    )
-    table = [header]
-    for view in rows:
-        s = view.latest
-        share = f"{100 * s.working_set_bytes / s.max_bytes:.0f}%" if s.max_bytes else "-"
-        forecast = view.assessment(now_seconds).forecast
-        growth = "-" if forecast is None else f"{forecast.growth_bytes_per_second * 60 / MIB:+.1f}Mi"
-        table.append(
-            (
-                view.namespace,
-                view.pod,
-                view.container,
-                _mib(s.anon_bytes),
-                _mib(s.file_bytes),
-                _mib(s.working_set_bytes),
-                _mib(s.max_bytes),
-                share,
-                growth,
-                str(s.oom_kill),
-            )
-        )
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return "\n".join(
-        "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table
-    )
-
-
-def render_explain(view: ContainerView, now_seconds: float) -> str:
-    s = view.latest
-    e = view.entry
-    limit = s.max_bytes
-    lines = [f"{view.namespace}/{view.pod} container {view.container}", ""]
-    usage = f"{_mib(s.usage_bytes)} of {_mib(limit)}" if limit else f"{_mib(s.usage_bytes)} (no limit)"
-    if limit:
-        usage += f" ({100 * s.usage_bytes / limit:.1f}%)"
-    lines += [
-        "=== USAGE ===",
-        f"  memory.current      {usage}",
-        f"  working set         {_mib(s.working_set_bytes)}",
-    ]
-    lines += [
-        "",
-        "=== SWAP ===",
-        f"  swap used           {_mib(s.swap_current_bytes)}",
-        f"  swap max            {'max' if s.swap_max_bytes is None else _mib(s.swap_max_bytes)}",
-    ]
-    lines += ["", "=== BREAKDOWN ==="]
-    stat = e.get("stat") or {}
-    for key in (
-        "anon",
-        "file",
-        "shmem",
-        "inactive_anon",
-        "active_anon",
-        "inactive_file",
-        "active_file",
-        "slab_reclaimable",
-        "swapcached",
-        "zswap",
-        "zswapped",
-    ):
-        if key in stat:
-            lines.append(f"  {key:<20}{stat[key] / MIB:>10.2f} MiB")
-    lines += ["", "=== EVENTS ==="]
-    lines += [f"  {k:<20}{v}" for k, v in (e.get("events") or {}).items()]
-    lines += ["", "=== SWAP EVENTS ==="]
-    lines += [f"  {k:<20}{v}" for k, v in (e.get("swap_events") or {}).items()] or ["  no swap events file"]
-    lines += ["", "=== MEMORY.HIGH ===", f"  {'max' if s.high_bytes is None else _mib(s.high_bytes)}"]
-    verdict = view.assessment(now_seconds)
-    lines += ["", "=== VERDICT ===", f"  {verdict.verdict.value}: {verdict.evidence}"]
-    if verdict.forecast is not None and verdict.forecast.eta_seconds is not None:
-        lines.append(
-            f"  forecast: {verdict.forecast.limit_label} in about {verdict.forecast.eta_seconds / 60:.0f} min"
-        )
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------ command
 
 
@@ -437,7 +281,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         each.add_argument("--agent-port", type=int, default=AGENT_PORT)
         each.add_argument("--agent-url", help="reach the agent here instead of through a port-forward")
         each.add_argument(
-            "--window", type=int, default=600, metavar="SECONDS", help="history to fetch (%(default)s)"
+            "--window",
+            type=int,
+            default=600,
+            metavar="SECONDS",
+            help="history to fetch: growth and verdict are computed over it (%(default)s)",
         )
         who = each.add_mutually_exclusive_group()
         who.add_argument("--token", help="bearer token to present to the agent")
@@ -468,22 +316,25 @@ def run(args: argparse.Namespace) -> int:
             print(f"{pod['metadata']['name']}: not scheduled yet", file=sys.stderr)
             continue
         by_node.setdefault(node, []).append(pod)
-    answers = []
+    names = container_names(pods)
+    readings: list[Reading] = []
     for node, node_pods in sorted(by_node.items()):
         agent = (
             None if args.agent_url else find_agent(kubectl, args.agent_namespace, args.agent_selector, node)
         )
         with agent_url(args, kubectl, agent) as url:
-            uids = [p["metadata"]["uid"] for p in node_pods]
-            answers.append(fetch_pods(url, token, uids, args.window))
-    rows = views(pods, answers)
-    now = time.time()
+            source = AgentSource(url, token=token, names=names, history_seconds=args.window)
+            readings += source.read([p["metadata"]["uid"] for p in node_pods])
     if args.action == "top":
-        print(render_top(rows, now))
-    else:
-        if not rows:
-            raise PluginError(f"the agent has no containers of {args.pods[0]} (not running yet?)")
-        print("\n\n".join(render_explain(view, now) for view in rows))
+        print(top.render(readings, sort="name"))
+        return 0
+    if not readings:
+        raise PluginError(f"the agent has no containers of {args.pods[0]} (not running yet?)")
+    observed = [
+        explain.Observed.from_reading(r, "{NAMESPACE}/{POD} container {CONTAINER}".format_map(r.labels))
+        for r in sorted(readings, key=lambda r: tuple(r.labels.values()))
+    ]
+    print(explain.render_all(observed, now_seconds=time.time()))
     return 0
 
 
@@ -498,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except PluginError as exc:
+    except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

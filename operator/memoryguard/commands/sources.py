@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from memoryguard.agent.cgroup import ALL_TIERS, CgroupProbe, detect_hierarchy, layout_for
+from memoryguard.agent.metrics import NameLookup
 from memoryguard.engine.model import Sample
 
 MIB = 1024 * 1024
@@ -168,22 +169,44 @@ class PathSource:
 
 
 class AgentSource:
-    """A running agent's read API. The token (if any) is read from a file at every request."""
+    """A running agent's read API.
 
-    def __init__(self, url: str, *, token_file: Path | None, history_seconds: float) -> None:
+    The bearer token is ``token`` as given, or else read from ``token_file`` at every request (a
+    projected token rotates). The agent knows containers by pod UID and container ID only: with
+    ``names`` (who they are, e.g. from the pods' statuses) the rows are labelled NAMESPACE, POD
+    and CONTAINER instead, and containers it does not name (the pod sandbox) are left out.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        token_file: Path | None = None,
+        names: NameLookup | None = None,
+        history_seconds: float,
+    ) -> None:
         self.url = url.rstrip("/")
+        self.token = token
         self.token_file = token_file
+        self.names = names
         self.history_seconds = history_seconds
         self.description = f"agent {self.url}"
+
+    def _bearer(self) -> str | None:
+        if self.token is not None or self.token_file is None:
+            return self.token
+        try:
+            return self.token_file.read_text().strip()
+        except OSError as exc:
+            raise SourceError(f"cannot read the token file: {exc}") from exc
 
     def fetch(self, uids: Sequence[str] = ()) -> dict[str, Any]:
         query = [("uid", uid) for uid in uids] + [("window_seconds", f"{self.history_seconds:g}")]
         headers = {"Accept": "application/json"}
-        if self.token_file is not None:
-            try:
-                headers["Authorization"] = f"Bearer {self.token_file.read_text().strip()}"
-            except OSError as exc:
-                raise SourceError(f"cannot read the token file: {exc}") from exc
+        token = self._bearer()
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(
             f"{self.url}/v1/pods?{urllib.parse.urlencode(query)}", headers=headers
         )
@@ -192,8 +215,9 @@ class AgentSource:
                 answer: dict[str, Any] = json.loads(response.read())
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
-            hint = {401: " (no token, or not valid: --token-file)", 403: " (the token may not read samples)"}
-            raise SourceError(f"the agent answered {exc.code}{hint.get(exc.code, '')}: {detail}") from exc
+            raise SourceError(
+                f"the agent answered {exc.code}{_HTTP_HINTS.get(exc.code, '')}: {detail}"
+            ) from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise SourceError(f"cannot read {self.url}/v1/pods: {exc}") from exc
         return answer
@@ -204,18 +228,15 @@ class AgentSource:
         out = []
         for pod in answer.get("pods", []):
             for entry in pod.get("containers", []):
-                if not entry.get("latest"):
+                labels = self._labels(pod, entry)
+                if not entry.get("latest") or labels is None:
                     continue
                 history = window_samples(entry)
                 latest = Sample.from_dict(entry["latest"])
                 out.append(
                     Reading(
                         key=f"{pod['pod_uid']}/{entry['container_id']}",
-                        labels={
-                            "POD-UID": pod["pod_uid"],
-                            "CONTAINER": entry["container_id"][:13],
-                            "QOS": pod.get("qos", ""),
-                        },
+                        labels=labels,
                         latest=latest,
                         history=history or [latest],
                         entry=entry,
@@ -223,6 +244,27 @@ class AgentSource:
                     )
                 )
         return out
+
+    def _labels(self, pod: dict[str, Any], entry: dict[str, Any]) -> dict[str, str] | None:
+        if self.names is None:
+            return {
+                "POD-UID": pod["pod_uid"],
+                "CONTAINER": entry["container_id"][:13],
+                "QOS": pod.get("qos", ""),
+            }
+        known = self.names(pod["pod_uid"], entry["container_id"])
+        if known is None:
+            return None
+        return {"NAMESPACE": known.namespace, "POD": known.pod, "CONTAINER": known.container}
+
+
+_HTTP_HINTS = {
+    401: " (no token, or one this cluster does not accept)",
+    403: (
+        " (the token may not `get` memoryguard.io agents/samples on this node: "
+        "bind the chart's ClusterRole <release>-samples-reader)"
+    ),
+}
 
 
 def window_samples(entry: dict[str, Any]) -> list[Sample]:
