@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from tests.chart.kube import ROOT, render
 CONTROLLER = ROOT / "operator" / "memoryguard" / "controller"
 Rule = tuple[str, str, str]  # (API group, resource[/subresource], verb)
 
-VERB_OF_METHOD = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+VERB_OF_METHOD = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete", "WATCH": "watch"}
 _PATH = re.compile(
     r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)/namespaces/[^/]+/(?P<resource>[^/]+)"
     r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$"
@@ -79,7 +80,8 @@ def kopf_rules(*, standalone: bool, clusterwide: bool) -> set[Rule]:
 
 def _arguments(name: str, signature: inspect.Signature, kind: str) -> dict[str, Any]:
     values = {"namespace": "shop", "name": "web", "uid": "0000", "kind": kind, "values": {"a": "b"},
-              "body": {"metadata": {"name": "e"}}, "status": {"podsWatched": 1}}  # fmt: skip
+              "body": {"metadata": {"name": "e"}}, "status": {"podsWatched": 1},
+              "resource_version": "1"}  # fmt: skip
     arguments = {}
     for parameter in list(signature.parameters.values())[1:]:
         if parameter.name not in values:
@@ -101,11 +103,16 @@ def kubeapi_rules() -> set[Rule]:
             recorded.append((method, path))
             return {}
 
+        async def stream(self, path: str, *_: Any, **__: Any) -> AsyncIterator[dict[str, Any]]:
+            recorded.append(("WATCH", path))
+            return
+            yield {}
+
     api = Recording()
     methods = [
         (name, fn)
-        for name, fn in inspect.getmembers(kubeapi.KubeApi, inspect.iscoroutinefunction)
-        if not name.startswith("_") and name != "request"
+        for name, fn in inspect.getmembers(kubeapi.KubeApi, _is_async)
+        if not name.startswith("_") and name not in ("request", "stream")
     ]
     assert methods, "KubeApi has no API methods?"
     for name, fn in methods:
@@ -114,8 +121,19 @@ def kubeapi_rules() -> set[Rule]:
         kinds = list(kubeapi.WORKLOADS) if name.startswith("get_") else list(owners.ROLLABLE)
         for kind in kinds if "kind" in inspect.signature(fn).parameters else [""]:
             arguments = _arguments(name, inspect.signature(fn), kind)
-            asyncio.run(getattr(api, name)(**arguments))
+            call = getattr(api, name)(**arguments)
+            asyncio.run(_drained(call) if inspect.isasyncgen(call) else call)
     return {rule_of_request(method, path) for method, path in recorded}
+
+
+def _is_async(fn: Any) -> bool:
+    """A request (coroutine) or a list or watch that yields as it goes (async generator)."""
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+async def _drained(stream: AsyncIterator[Any]) -> None:
+    async for _ in stream:
+        pass
 
 
 def test_no_kubernetes_client_outside_the_kubeapi_adapter() -> None:
@@ -196,6 +214,7 @@ def test_derivation_sees_restarts_evictions_and_status_writes() -> None:
     assert ("apps", "replicasets", "patch") not in rules  # read for the owner chain, never patched
     assert ("", "pods/eviction", "create") in rules
     assert ("memoryguard.io", "memoryguards/status", "patch") in rules
+    assert {("", "pods", "list"), ("", "pods", "watch")} <= rules  # the operator's pod informer
 
 
 def test_agent_access_matches_the_agent_api_contract() -> None:

@@ -1,12 +1,14 @@
 """Kopf handlers: small module-level functions, registered by ``register(registry, config)``.
 
 - ``startup`` / ``cleanup``: every Kopf setting, and the shared services (API client, agent
-  client, metrics server), in one place each;
-- ``guarded_pods``: the index of pods by namespace (what a guard cycle needs of each pod);
-- ``agent_pods``: the index of agent pods by node (how to reach the agent on a node);
+  client, the pod informer, metrics server), in one place each;
 - ``check_spec``: a broken spec is a PermanentError and a ``Ready=False`` condition naming the field;
 - ``guard_cycle``: the per-guard timer (see ``cycle.run_cycle``);
 - ``forget_guard``: a deleted guard's in-memory state and metrics go with it.
+
+Pods are not a Kopf resource here: the operator's own informer (``controller/informer.py``)
+lists and watches them, because Kopf's per-object machinery makes a start with thousands of
+indexed pods cost time quadratic in their number.
 
 Registration is a function rather than import-time decorators so the timer interval and the
 login come from the command line, and a test can run several operators one after another.
@@ -24,14 +26,15 @@ import kopf
 
 from memoryguard import annotations as keys
 from memoryguard.controller.agentclient import AgentClient, TokenSource
-from memoryguard.controller.cycle import AgentEndpoint, Runtime, agent_endpoint, run_cycle
+from memoryguard.controller.cycle import Runtime, run_cycle
 from memoryguard.controller.events import EventPoster
 from memoryguard.controller.executors import Actuator
+from memoryguard.controller.informer import PodInformer
 from memoryguard.controller.judgement import SpecError, policy_from_spec
 from memoryguard.controller.kubeapi import KubeApi, KubeApiError, client_configuration
 from memoryguard.controller.ledger import rfc3339
 from memoryguard.controller.metrics import OperatorMetrics, serve_metrics
-from memoryguard.controller.pods import PodInfo, Selector, pod_info
+from memoryguard.controller.pods import Selector
 from memoryguard.controller.settings import OperatorConfig, configure_kopf
 
 log = logging.getLogger("memoryguard.controller.handlers")
@@ -69,6 +72,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         metrics=metrics,
     )
     memo.runtime = runtime
+    memo.informer = PodInformer(api, config, metrics=metrics)
+    memo.informer_task = asyncio.create_task(memo.informer.run(), name="pod informer")
     memo.metrics_runner = (
         await serve_metrics(runtime.metrics, config.metrics_host, config.metrics_port)
         if config.metrics_port
@@ -78,6 +83,10 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 
 async def cleanup(memo: Any, **_: Any) -> None:
     runtime: Runtime | None = memo.get("runtime")
+    task: asyncio.Task[None] | None = memo.get("informer_task")
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     if memo.get("metrics_runner") is not None:
         await memo.metrics_runner.cleanup()
     if runtime is not None:
@@ -92,47 +101,6 @@ def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
     config: OperatorConfig = memo.config
     assert config.api_server is not None
     return kopf.ConnectionInfo(server=config.api_server, insecure=config.api_insecure)
-
-
-def guarded_pods(
-    namespace: str | None,
-    name: str,
-    uid: str,
-    meta: kopf.Meta,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    **_: Any,
-) -> dict[str, PodInfo]:
-    return {namespace or "": pod_info(namespace or "", name, uid, meta, spec, status)}
-
-
-def agent_pods(
-    namespace: str | None,
-    name: str,
-    labels: kopf.Labels,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    memo: Any,
-    **_: Any,
-) -> dict[str, AgentEndpoint]:
-    config: OperatorConfig = memo.config
-    if config.agent_namespace and namespace != config.agent_namespace:
-        return {}
-    if any(labels.get(key) != value for key, value in config.agent_labels.items()):
-        return {}
-    node, pod_ip = spec.get("nodeName"), status.get("podIP")
-    if not node or not pod_ip or status.get("phase") != "Running" or status.get("deletionTimestamp"):
-        return {}
-    port = next(
-        (
-            p.get("containerPort")
-            for c in spec.get("containers") or ()
-            for p in c.get("ports") or ()
-            if p.get("name") == keys.AGENT_PORT_NAME
-        ),
-        None,
-    )
-    return {node: agent_endpoint(config, pod_ip, node, name, port)}
 
 
 def check_spec(spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
@@ -166,19 +134,19 @@ async def guard_cycle(
     status: kopf.Status,
     meta: kopf.Meta,
     memo: Any,
-    guarded_pods: kopf.Index,
-    agent_pods: kopf.Index,
     **_: Any,
 ) -> None:
     runtime: Runtime = memo.runtime
+    informer: PodInformer = memo.informer
     try:
         policy = policy_from_spec(spec)
-        Selector.from_spec(spec.get("selector") or {})
+        selector = Selector.from_spec(spec.get("selector") or {})
     except (SpecError, ValueError):
         return  # check_spec has said why, in the status condition and an Event
+    if not informer.synced.is_set():
+        return  # no decision on a partial list of the pods: the first LIST is still running
     namespace = namespace or ""
     state = runtime.guard_state(namespace, name, uid or f"{namespace}/{name}")
-    agents = {node: next(iter(store)) for node, store in agent_pods.items()}
     try:
         await run_cycle(
             runtime,
@@ -187,8 +155,8 @@ async def guard_cycle(
             spec=spec,
             generation=meta.get("generation"),
             status=status,
-            pods=list(guarded_pods.get(namespace, ())),
-            agents=agents,
+            pods=informer.selected(namespace, selector),
+            agents=informer.agents(),
         )
     except KubeApiError as exc:
         if exc.transient:
@@ -220,8 +188,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         kopf.on.login(registry=registry)(login)
     else:
         kopf.on.login(registry=registry)(kopf.login_via_client)
-    kopf.index("pods", registry=registry)(guarded_pods)
-    kopf.index("pods", registry=registry)(agent_pods)
     kopf.on.resume(*GUARDS, registry=registry)(check_spec)
     kopf.on.create(*GUARDS, registry=registry)(check_spec)
     kopf.on.update(*GUARDS, field="spec", registry=registry)(check_spec)
@@ -232,6 +198,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         initial_delay=min(config.cycle_seconds, 1.0),
         backoff=max(config.cycle_seconds, 1.0),
         registry=registry,
-    )(guard_cycle)  # type: ignore[arg-type]  # the indices are kwargs Kopf's protocol does not list
+    )(guard_cycle)
     kopf.on.delete(*GUARDS, optional=True, registry=registry)(forget_guard)
     return registry

@@ -1,11 +1,15 @@
-"""The operator's own Kubernetes API calls (Kopf makes the watch and bookkeeping calls).
+"""The operator's own Kubernetes API calls (Kopf makes the MemoryGuard watch, its bookkeeping
+and peering calls).
 
-This is the only module that talks to the API server for MemoryGuard: reading workloads and
-pods, patching pod templates, evicting, posting Events, writing MemoryGuard status. Each
-method names the RBAC it needs, and the chart's RBAC is derived from them.
+This is the only module that talks to the API server for MemoryGuard: listing and watching
+pods, reading workloads and pods, patching pod templates, evicting, posting Events, writing
+MemoryGuard status. Each method names the RBAC it needs, and the chart's RBAC is derived
+from them.
 
-The official client is synchronous, so every call runs in a worker thread. Bodies are plain
-JSON dicts in and out: the client's models are not needed to patch two annotations.
+The official client is synchronous, so every call runs in a worker thread. A watch would hold
+a thread for its whole life, so watches go through aiohttp, with the same credentials and TLS
+settings taken from the client's configuration. Bodies are plain JSON dicts in and out: the
+client's models are not needed to patch two annotations.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
+import aiohttp
 import kubernetes
 import urllib3
 
@@ -37,13 +43,18 @@ WORKLOADS: dict[str, tuple[str, str]] = {
     "ReplicaSet": ("/apis/apps/v1", "replicasets"),
 }
 
+# Pods listed per page: a page of real pods is a few MiB of JSON, never the whole cluster at once.
+LIST_PAGE_SIZE = 500
+# The API server ends a watch after this long; the informer then resumes from its last version.
+WATCH_SECONDS = 290
+
 # What each method needs, for the chart's RBAC (verbs per group/resource).
 RBAC: dict[str, tuple[str, ...]] = {
     "apps/deployments": ("get", "patch"),
     "apps/statefulsets": ("get", "patch"),
     "apps/daemonsets": ("get", "patch"),
     "apps/replicasets": ("get",),
-    "core/pods": ("get",),
+    "core/pods": ("get", "list", "watch"),
     "core/pods/eviction": ("create",),
     "core/events": ("create",),
     "memoryguard.io/memoryguards": ("get",),
@@ -113,6 +124,7 @@ class KubeApi:
         # One pooled connection per client thread: urllib3's default (5 per core) is fewer, and
         # a thread finding the pool empty opens a new connection and throws it away afterwards.
         configuration.connection_pool_maxsize = max(threads, configuration.connection_pool_maxsize or 0)
+        self._configuration = configuration
         self._client = kubernetes.client.ApiClient(configuration)
         self._timeout_seconds = timeout_seconds
         self._observer = observer
@@ -202,6 +214,78 @@ class KubeApi:
             )
         return (answer if isinstance(answer, dict) else {}), response.status
 
+    async def stream(
+        self, path: str, query: Mapping[str, str], *, read_timeout_seconds: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """GET a watch and yield each event (one JSON object a line) as it arrives."""
+        configuration = self._configuration
+        headers = {"Accept": "application/json"}
+        bearer = configuration.auth_settings().get("BearerToken")  # runs the token refresh hook
+        if bearer and bearer.get("value"):
+            headers["Authorization"] = str(bearer["value"])
+        elif configuration.username:
+            headers["Authorization"] = configuration.get_basic_auth_token() or ""
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout_seconds, sock_read=read_timeout_seconds
+        )
+        extra: dict[str, Any] = {}
+        if configuration.proxy:
+            extra["proxy"] = configuration.proxy
+        if getattr(configuration, "tls_server_name", None):
+            extra["server_hostname"] = configuration.tls_server_name
+        url = configuration.host.rstrip("/") + path
+        tls: ssl.SSLContext | bool = _ssl_context(configuration) if url.startswith("https") else False
+        connector = aiohttp.TCPConnector(ssl=tls)
+        try:
+            async with (
+                aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+                session.get(url, params=dict(query), headers=headers, **extra) as response,
+            ):
+                if response.status >= 300:
+                    text = await response.text()
+                    raise KubeApiError(response.status, f"WATCH {path}: {text[:200]}")
+                buffer = bytearray()
+                async for chunk in response.content.iter_any():
+                    buffer += chunk
+                    start = 0
+                    while (end := buffer.find(b"\n", start)) >= 0:
+                        line = bytes(buffer[start:end]).strip()
+                        start = end + 1
+                        if line:
+                            event = json.loads(line)
+                            if isinstance(event, dict):
+                                yield event
+                    del buffer[:start]
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise KubeApiError(0, f"WATCH {path}: {type(exc).__name__}: {exc}") from exc
+
+    # --- pods: the informer's list and watch -------------------------------------------------
+
+    async def list_pods(self, namespace: str) -> AsyncIterator[dict[str, Any]]:
+        """LIST pods a page at a time (``limit`` and ``continue``); ``""`` lists every namespace.
+        Each page's ``metadata.resourceVersion`` is where a watch resumes after the last one."""
+        path = f"/api/v1/namespaces/{_q(namespace)}/pods" if namespace else "/api/v1/pods"
+        token: str | None = None
+        while True:
+            query = {"limit": str(LIST_PAGE_SIZE)}
+            if token:
+                query["continue"] = token
+            page = await self.request("GET", path, query=query)
+            yield page
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
+    async def watch_pods(self, namespace: str, resource_version: str | None) -> AsyncIterator[dict[str, Any]]:
+        """WATCH pods from ``resource_version`` (None: the current state first, as ADDED events),
+        with bookmarks; ends when the server closes the watch (after ``WATCH_SECONDS``)."""
+        path = f"/api/v1/namespaces/{_q(namespace)}/pods" if namespace else "/api/v1/pods"
+        query = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_SECONDS)}
+        if resource_version:
+            query["resourceVersion"] = resource_version
+        async for event in self.stream(path, query, read_timeout_seconds=WATCH_SECONDS + 30):
+            yield event
+
     # --- workloads -----------------------------------------------------------------------------
 
     async def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -284,6 +368,16 @@ class KubeApi:
             if exc.not_found:
                 return None
             raise
+
+
+def _ssl_context(configuration: kubernetes.client.Configuration) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file or None)
+    return context
 
 
 def resource_of(path: str) -> str:

@@ -94,6 +94,22 @@ class OperatorMetrics:
             ["verb", "resource", "code"],
             registry=r,
         )
+        self.pods_indexed = Gauge(
+            "memoryguard_operator_pods_indexed",
+            "Pods in the operator's informer (every pod of the watched namespaces).",
+            registry=r,
+        )
+        self.pod_lists = Counter(
+            "memoryguard_operator_pod_lists",
+            "Full LISTs of pods: one at start, then only when a watch cannot resume.",
+            registry=r,
+        )
+        self.pod_watch_events = Counter(
+            "memoryguard_operator_pod_watch_events",
+            "Pod watch events received, by type (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR).",
+            ["type"],
+            registry=r,
+        )
         self.status_writes = Counter(
             "memoryguard_operator_status_writes",
             "MemoryGuard status patches, by result.",
