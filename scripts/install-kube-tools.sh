@@ -23,4 +23,4 @@ with zipfile.ZipFile(sys.argv[1]) as z:
         os.chmod(target, 0o755)
 PY
 .tools/bin/helm version --short
-.tools/bin/kubectl version --client=true 2>/dev/null | head -1
+.tools/bin/kubectl version --client=true

@@ -24,8 +24,9 @@ pick_package() {
     echo "$PINNED_PACKAGE"
     return
   fi
+  # awk reads to the end (no early exit): an early exit would SIGPIPE apt-cache under pipefail.
   apt-cache depends linux-image-amd64 2>/dev/null |
-    awk '/Depends: linux-image-[0-9]/ {print $2; exit}'
+    awk '/Depends: linux-image-[0-9]/ && !found {print $2; found = 1}'
 }
 
 package="$(pick_package)"
