@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 
 import pytest
 from tests.engine.series import MIB, flat, idle_then_leak, linear, saw, series, warmup_then_flat
 
-from memoryguard.engine import Policy, assess
+from memoryguard.engine import Action, Policy, assess
+from memoryguard.engine.policy import RestartPolicy
+from memoryguard.engine.replay import replay
 from memoryguard.engine.forecast import FILE_FLOOR_BYTES, failure_lines
 
 POLICY = Policy.default()
@@ -110,6 +113,25 @@ def test_a_leak_that_starts_after_a_long_idle_period_is_seen_within_a_minute():
     assert fc is not None and fc.sustained
     assert fc.growth_bytes_per_second / MIB == pytest.approx(1.5, rel=0.1)
     assert fc.evidence_seconds <= 60  # measured on a short scale: the 10-minute fit is still flat
+
+
+@pytest.mark.parametrize("idle_seconds", [6, 10, 15])
+def test_a_leak_that_starts_after_a_short_idle_stretch_is_restarted_on_time(idle_seconds):
+    # Measured in the operator latency bench: a few seconds flat, then 6 MiB/s. The whole
+    # window's fit is not sustained (its first part is flat) but its slope is the ramp's own;
+    # taking that slope off as "drift" made the short scale's ramp look like old territory,
+    # and the restart came with 0 s left, or never (idle 15 s).
+    policy = replace(Policy(window_seconds=120, min_samples=10), restart=RestartPolicy(rollout_seconds=10))
+    samples = series(
+        idle_then_leak(60, idle_seconds, 6.0), seconds=idle_seconds + 40, max_mib=256, noise_mib=0.5
+    )
+    line = 256 * MIB - FILE_FLOOR_BYTES
+    restarts = [t.sample for t in replay(samples, policy) if t.decision.action is Action.RESTART]
+    assert restarts, "no restart before the limit"
+    pinned = restarts[0].anon_bytes + (restarts[0].kernel_bytes or 0)
+    true_eta_seconds = (line - pinned) / (6.0 * MIB)
+    # Due when the limit is 15 s away (rollout 10 s + 50 %); one sample late at most.
+    assert 15 - 6 <= true_eta_seconds <= 15 + 6
 
 
 def test_a_ramp_through_levels_the_saw_tooth_already_visited_is_not_a_leak():

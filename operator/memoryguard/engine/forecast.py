@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from memoryguard.engine.model import Sample
-from memoryguard.engine.trend import Trend, excursion_bytes, fit_trend
+from memoryguard.engine.trend import Trend, count_falls, excursion_bytes, fit_trend
 
 MIB = 1024 * 1024
 # The newest samples are kept one by one, older ones at doubling strides: the short scales see
@@ -278,11 +278,16 @@ def forecast_pinned(
             # A ramp through levels the window already saw and let go of is the next cycle of
             # a saw-tooth, not a leak: a shorter scale counts only when its last quarter climbs
             # clearly above everything before it — after allowing for the whole window's own
-            # trend, so each new peak of a saw-tooth riding a slow leak is not taken for a
+            # sustained trend, so each new peak of a saw-tooth riding a slow leak is not taken for a
             # fresh, fast one — by at least half of what this scale's trend adds in a quarter
             # (plateau noise setting a new record by a few pages does not count).
             if detrended is None:
-                long_slope = max(0.0, overall.slope_bytes_per_second) if overall else 0.0
+                # The whole window's slope is a drift to allow for when it is sustained, or
+                # when the window rose and fell (a saw-tooth). A window that never fell and is
+                # not sustained (flat, then a leak that began within it) owes its slope to the
+                # very ramp being judged: taking that off would hide the leak.
+                drifting = overall is not None and (overall.sustained or count_falls(values, 0, n) > 0)
+                long_slope = max(0.0, overall.slope_bytes_per_second) if overall and drifting else 0.0
                 detrended = [v - long_slope * t for t, v in zip(times, values, strict=True)]
             margin = NEW_TERRITORY_SHARE * trend.slope_bytes_per_second * trend.span_seconds / 4.0
             if max(detrended[last_quarter:]) <= max(detrended[:last_quarter]) + margin:
