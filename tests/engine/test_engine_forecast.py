@@ -9,9 +9,9 @@ import pytest
 from tests.engine.series import MIB, flat, idle_then_leak, linear, saw, series, warmup_then_flat
 
 from memoryguard.engine import Action, Policy, assess
+from memoryguard.engine.forecast import FILE_FLOOR_BYTES, failure_lines
 from memoryguard.engine.policy import RestartPolicy
 from memoryguard.engine.replay import replay
-from memoryguard.engine.forecast import FILE_FLOOR_BYTES, failure_lines
 
 POLICY = Policy.default()
 
