@@ -37,6 +37,15 @@ from typing import Any
 
 import aiohttp
 import kmock
+from tests.operator.benchkit import (
+    REPO,
+    Histogram,
+    free_port,
+    operator_command,
+    operator_env,
+    scrape,
+    wait_http,
+)
 from tests.support.cgroup_tree import CgroupTree, MiB, write_proc
 
 from memoryguard.controller.agentclient import parse_pods_answer
@@ -49,7 +58,6 @@ from memoryguard.controller.settings import OperatorConfig
 from memoryguard.engine.decision import Action, Target
 from memoryguard.engine.limiter import LimiterState
 
-REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "bench"
 AGENT_NAMESPACE = "memoryguard-system"
 LIMIT_BYTES = 256 * MiB
@@ -62,52 +70,11 @@ LEAD_SECONDS = ROLLOUT_SECONDS * 1.5  # the engine's default margin: 50 % of the
 KMOCK_LOG_KEPT = 50
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env() -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(REPO / "operator"), str(REPO), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
-
-
-async def _wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url) as response:
-                    if response.status < 500 or response.status == 503:
-                        return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer in {timeout}s")
-
-
 def _write_leaks(leaks: list[dict[str, Any]], rate: float, now: float) -> None:
     for leak in leaks:
         if leak["start"] <= now:
             anon = min(LIMIT_BYTES, START_BYTES + int(rate * (now - leak["start"])))
             leak["tree"].set(leak["uid"], leak["cid"], anon_bytes=anon, file_bytes=10 * MiB)
-
-
-async def _scrape_cycles(port: int) -> dict[str, float]:
-    """Guard cycles the operator ran and their mean duration, from its /metrics."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as response,
-    ):
-        text = await response.text()
-    total = count = 0.0
-    for line in text.splitlines():
-        if line.startswith("memoryguard_operator_cycle_duration_seconds_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("memoryguard_operator_cycle_duration_seconds_count"):
-            count += float(line.rsplit(" ", 1)[1])
-    return {"cycles": count, "mean_seconds": round(total / count, 3) if count else float("nan")}
 
 
 class _TimedEmulator(kmock.KubernetesEmulator):
@@ -191,37 +158,29 @@ def _api_traffic(handled: list[tuple[float, str, str, float]], since: float, unt
 
 def _histogram_summary(text: str, name: str) -> dict[str, float | int | None]:
     """Count, mean and the bucket bound holding the p99 of one histogram, all label sets summed."""
-    buckets: dict[float, float] = {}
-    total = count = 0.0
-    for line in text.splitlines():
-        if line.startswith(f"{name}_bucket"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            bound = float("inf") if le == "+Inf" else float(le)
-            buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
-        elif line.startswith(f"{name}_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith(f"{name}_count"):
-            count += float(line.rsplit(" ", 1)[1])
-    p99 = next((le for le, cumulative in sorted(buckets.items()) if cumulative >= 0.99 * count), None)
+    histogram = Histogram.parse(text, name)
+    mean, p99 = histogram.mean(), histogram.quantile_bound(0.99)
     return {
-        "count": int(count),
-        "mean_ms": round(1000 * total / count, 2) if count else None,
+        "count": int(histogram.count),
+        "mean_ms": None if mean is None else round(1000 * mean, 2),
         "p99_at_most_ms": None if p99 is None else round(1000 * p99, 1),
     }
 
 
-async def _operator_api_view(port: int) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as response,
-    ):
-        text = await response.text()
+def _operator_api_view(text: str) -> dict[str, Any]:
     return {
         "waiting_for_a_client_thread": _histogram_summary(
             text, "memoryguard_operator_api_queue_duration_seconds"
         ),
         "request_to_answer": _histogram_summary(text, "memoryguard_operator_api_request_duration_seconds"),
     }
+
+
+def _cycle_stats(text: str) -> dict[str, float]:
+    """Guard cycles the operator ran and their mean duration."""
+    cycles = Histogram.parse(text, "memoryguard_operator_cycle_duration_seconds")
+    mean = cycles.mean()
+    return {"cycles": cycles.count, "mean_seconds": float("nan") if mean is None else round(mean, 3)}
 
 
 async def _engine_verdicts(leaks: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, float | None]:
@@ -280,7 +239,7 @@ async def run(
     write_proc(workdir / "proc")
     processes: list[asyncio.subprocess.Process] = []
     arrivals: dict[str, float] = {}
-    metrics_port = _free_port()
+    metrics_port = free_port()
     cycle_stats: dict[str, float] = {}
     decisions: dict[str, str] = {}
     event_times: dict[str, list[tuple[str, float]]] = {}
@@ -329,7 +288,7 @@ async def run(
         trees: list[tuple[str, int, CgroupTree]] = []
         try:
             for n in range(nodes):
-                node, port = f"node-{n}", _free_port()
+                node, port = f"node-{n}", free_port()
                 tree = CgroupTree(workdir / node, version=2, driver="systemd")
                 api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = {
                     "apiVersion": "v1",
@@ -356,7 +315,10 @@ async def run(
             for i in range(workloads):
                 node, agent_port, tree = trees[i % nodes]
                 name = f"app-{i}"
-                pod = tree.add_pod(qos="burstable", containers=1, max_bytes=LIMIT_BYTES)
+                # Pod UIDs are unique cluster-wide; each fixture tree alone would repeat its seeded ones.
+                pod = tree.add_pod(
+                    qos="burstable", containers=1, max_bytes=LIMIT_BYTES, uid=str(uuid.uuid4())
+                )
                 cid = pod.containers[-1]
                 tree.set(pod.uid, cid, anon_bytes=START_BYTES, file_bytes=10 * MiB, max_bytes=LIMIT_BYTES)
                 labels = {"app": name}
@@ -489,39 +451,21 @@ async def run(
                         "--insecure-no-auth",
                         stdout=log,
                         stderr=log,
-                        env=_env(),
+                        env=operator_env(),
                         cwd=REPO,
                     )
                 )
-                await _wait_http(f"http://127.0.0.1:{port}/healthz")
+                await wait_http(f"http://127.0.0.1:{port}/healthz")
 
             operator_log = (workdir / "operator.log").open("ab")
             processes.append(
                 await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "memoryguard.cli",
-                    "operator",
-                    "--api-server",
-                    str(server.url),
-                    "--standalone",
-                    "-n",
-                    NAMESPACE,
-                    "-n",
-                    AGENT_NAMESPACE,
-                    "--no-agent-auth",
-                    "--metrics-port",
-                    str(metrics_port),
-                    "--metrics-host",
-                    "127.0.0.1",
-                    "--liveness",
-                    "",
-                    "--cycle-seconds",
-                    "1",
-                    *EXTRA_ARGS,
+                    *operator_command(
+                        str(server.url), metrics_port, [NAMESPACE, AGENT_NAMESPACE], *EXTRA_ARGS
+                    ),
                     stdout=operator_log,
                     stderr=operator_log,
-                    env=_env(),
+                    env=operator_env(),
                     cwd=REPO,
                 )
             )
@@ -540,8 +484,9 @@ async def run(
                     _forget_old_requests(api)
                 await asyncio.sleep(0.5)
             finished = time.time()
-            cycle_stats = await _scrape_cycles(metrics_port)
-            operator_api = await _operator_api_view(metrics_port)
+            metrics_text = await scrape(metrics_port)
+            cycle_stats = _cycle_stats(metrics_text)
+            operator_api = _operator_api_view(metrics_text)
             traffic = _api_traffic(api.handled, started, finished)
             engine = await _engine_verdicts(leaks, dict(guard_spec))
             for leak in leaks:

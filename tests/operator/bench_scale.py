@@ -19,54 +19,33 @@ import hashlib
 import json
 import os
 import random
-import re
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import kmock
 from aiohttp import web
+from tests.operator.benchkit import (
+    REPO,
+    Histogram,
+    counter_total,
+    free_port,
+    operator_command,
+    operator_env,
+    proc_stats,
+    scrape,
+)
 
-REPO = Path(__file__).resolve().parents[2]
+from memoryguard.agent.ring import COLUMNS as AGENT_WINDOW_COLUMNS
+
 NAMESPACE = "bench"
 AGENT_NAMESPACE = "memoryguard-system"
 MiB = 1024 * 1024
 LIMIT_BYTES = 512 * MiB
-COLUMNS = [
-    "t_seconds",
-    "anon_bytes",
-    "file_bytes",
-    "max_bytes",
-    "inactive_file_bytes",
-    "active_file_bytes",
-    "shmem_bytes",
-    "kernel_bytes",
-    "current_bytes",
-    "high_bytes",
-    "swap_current_bytes",
-    "swap_max_bytes",
-    "oom_kill",
-    "oom_events",
-    "high_events",
-    "max_events",
-    "swap_fail_events",
-    "pgmajfault",
-    "psi_some_avg10",
-    "psi_full_avg10",
-    "alive",
-]
+COLUMNS = list(AGENT_WINDOW_COLUMNS)  # the agent API's window layout
 HISTORY_SECONDS = 1800
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Fleet:
@@ -87,29 +66,23 @@ class Fleet:
         age = t - (self.started - HISTORY_SECONDS)
         anon = (96 * MiB + int(age * 40 * 1024)) if growing else (160 * MiB + (int(t) * 7919) % (2 * MiB))
         file_bytes, kernel = 64 * MiB, 2 * MiB
-        return [
-            t,
-            anon,
-            file_bytes,
-            LIMIT_BYTES,
-            file_bytes // 2,
-            file_bytes // 2,
-            0,
-            kernel,
-            anon + file_bytes + kernel,
-            None,
-            0,
-            None,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0.0,
-            0.0,
-            True,
-        ]
+        values = {
+            "t_seconds": t,
+            "anon_bytes": anon,
+            "file_bytes": file_bytes,
+            "max_bytes": LIMIT_BYTES,
+            "inactive_file_bytes": file_bytes // 2,
+            "active_file_bytes": file_bytes // 2,
+            "kernel_bytes": kernel,
+            "current_bytes": anon + file_bytes + kernel,
+            "high_bytes": None,
+            "swap_max_bytes": None,
+            "psi_some_avg10": 0.0,
+            "psi_full_avg10": 0.0,
+            "alive": True,
+        }
+        # Every other column (shmem, swap in use, event counters, major faults) stays 0.
+        return [values.get(column, 0) for column in COLUMNS]
 
     def _rows_json(self, growing: bool, start: float, newest: float) -> str:
         key = (growing, start, newest)
@@ -156,47 +129,12 @@ class Fleet:
         return web.Response(text=body, content_type="application/json")
 
 
-def _proc_stats(pid: int) -> dict[str, float]:
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
-    hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    return {"rss_mib": round(rss, 1), "peak_rss_mib": round(hwm, 1), "cpu_seconds": cpu}
-
-
-def _histogram(text: str, name: str) -> tuple[list[tuple[float, float]], float, float]:
-    buckets = []
-    total = count = 0.0
-    for line in text.splitlines():
-        if line.startswith(f"{name}_bucket"):
-            le = re.search(r'le="([^"]+)"', line).group(1)  # type: ignore[union-attr]
-            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
-        elif line.startswith(f"{name}_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith(f"{name}_count"):
-            count += float(line.rsplit(" ", 1)[1])
-    return buckets, total, count
-
-
-def _quantile(buckets: list[tuple[float, float]], count: float, q: float) -> float:
-    for le, cumulative in sorted(buckets):
-        if cumulative >= q * count:
-            return le
-    return float("inf")
-
-
-def _counter_total(text: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(f"{name}{{"))
-
-
 async def run(
     pods: int, nodes: int, seconds: float, guards: int, profile: Path | None = None
 ) -> dict[str, Any]:
     rng = random.Random(7)
     fleet_pods: dict[str, tuple[str, bool]] = {}
-    fleet_port, metrics_port = _free_port(), _free_port()
+    fleet_port, metrics_port = free_port(), free_port()
     async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
         api.resources.load_bundled()
         api.resources["memoryguard.io/v1alpha1/memoryguards"] = {
@@ -281,135 +219,100 @@ async def run(
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", fleet_port).start()
 
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(REPO / "operator"), os.environ.get("PYTHONPATH")])
-            ),
-        }
         log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mg-bench-scale-{os.getpid()}.log"
         log = log_path.open("wb")
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "memoryguard.cli",
-            "operator",
-            "--api-server",
-            str(server.url),
-            "--standalone",
-            "-n",
-            NAMESPACE,
-            "-n",
-            AGENT_NAMESPACE,
-            "--no-agent-auth",
-            "--liveness",
-            "",
-            "--metrics-port",
-            str(metrics_port),
-            "--metrics-host",
-            "127.0.0.1",
-            "--cycle-seconds",
-            "1",
-            "--agent-url-template",
-            f"http://127.0.0.1:{fleet_port}/{{node}}",
-            # One process plays all 500 agents here, so it answers slower than 500 real ones.
-            "--agent-timeout-seconds",
-            "10",
+            *operator_command(
+                str(server.url),
+                metrics_port,
+                [NAMESPACE, AGENT_NAMESPACE],
+                "--agent-url-template",
+                f"http://127.0.0.1:{fleet_port}/{{node}}",
+                # One process plays all 500 agents here, so it answers slower than 500 real ones.
+                "--agent-timeout-seconds",
+                "10",
+            ),
             stdout=log,
             stderr=log,
-            env=env,
+            env=operator_env(),
             cwd=REPO,
         )
         try:
-            async with aiohttp.ClientSession() as session:
-
-                async def scrape() -> str:
-                    async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
-                        return await response.text()
-
-                # Start-up: the first status a guard cycle writes (pods listed, first cycle run).
-                warm_started = time.monotonic()
-                first_status_seconds = None
-                while first_status_seconds is None:
-                    await asyncio.sleep(0.2)
-                    if any(
-                        api.objects["memoryguard.io/v1alpha1/memoryguards", NAMESPACE, f"app-{g}"].raw.get(
-                            "status"
-                        )
-                        for g in range(guards)
-                    ):
-                        first_status_seconds = time.monotonic() - warm_started
-                    if time.monotonic() - warm_started > 1800:
-                        raise RuntimeError(f"no guard cycle after 1800 s; see {log_path}")
-                # Warm-up: every pod's window loaded (100 pods per guard cycle), then measure.
-                while True:
-                    await asyncio.sleep(2)
-                    statuses = [
-                        api.objects["memoryguard.io/v1alpha1/memoryguards", NAMESPACE, f"app-{g}"].raw.get(
-                            "status"
-                        )
-                        or {}
-                        for g in range(guards)
-                    ]
-                    ready = [
-                        c for st in statuses for c in st.get("conditions") or () if c.get("type") == "Ready"
-                    ]
-                    watched = sum(st.get("podsWatched") or 0 for st in statuses)
-                    if (
-                        watched >= pods
-                        and len(ready) == guards
-                        and not any("still loading" in c.get("message", "") for c in ready)
-                    ):
-                        break
-                    if time.monotonic() - warm_started > 1800:
-                        raise RuntimeError(f"no steady state after 1800 s; see {log_path}")
-                warmup_seconds = time.monotonic() - warm_started
-                await asyncio.sleep(10)
-                before_text = await scrape()
-                before = _proc_stats(process.pid)
-                own_cpu_before = time.process_time()
-                wall_start = time.monotonic()
-                if profile is not None:
-                    spy = await asyncio.create_subprocess_exec(
-                        str(Path(sys.executable).parent / "py-spy"),
-                        "record",
-                        "--pid",
-                        str(process.pid),
-                        "--duration",
-                        str(int(seconds)),
-                        "--format",
-                        "raw",
-                        "--output",
-                        str(profile),
-                        "--nonblocking",
-                        stdout=asyncio.subprocess.DEVNULL,
-                        stderr=asyncio.subprocess.DEVNULL,
+            # Start-up: the first status a guard cycle writes (pods listed, first cycle run).
+            warm_started = time.monotonic()
+            first_status_seconds = None
+            while first_status_seconds is None:
+                await asyncio.sleep(0.2)
+                if any(
+                    api.objects["memoryguard.io/v1alpha1/memoryguards", NAMESPACE, f"app-{g}"].raw.get(
+                        "status"
                     )
-                await asyncio.sleep(seconds)
-                after_text = await scrape()
-                after = _proc_stats(process.pid)
-                own_cpu = time.process_time() - own_cpu_before
-                wall = time.monotonic() - wall_start
-                if profile is not None:
-                    await spy.wait()
+                    for g in range(guards)
+                ):
+                    first_status_seconds = time.monotonic() - warm_started
+                if time.monotonic() - warm_started > 1800:
+                    raise RuntimeError(f"no guard cycle after 1800 s; see {log_path}")
+            # Warm-up: every pod's window loaded (100 pods per guard cycle), then measure.
+            while True:
+                await asyncio.sleep(2)
+                statuses = [
+                    api.objects["memoryguard.io/v1alpha1/memoryguards", NAMESPACE, f"app-{g}"].raw.get(
+                        "status"
+                    )
+                    or {}
+                    for g in range(guards)
+                ]
+                ready = [c for st in statuses for c in st.get("conditions") or () if c.get("type") == "Ready"]
+                watched = sum(st.get("podsWatched") or 0 for st in statuses)
+                if (
+                    watched >= pods
+                    and len(ready) == guards
+                    and not any("still loading" in c.get("message", "") for c in ready)
+                ):
+                    break
+                if time.monotonic() - warm_started > 1800:
+                    raise RuntimeError(f"no steady state after 1800 s; see {log_path}")
+            warmup_seconds = time.monotonic() - warm_started
+            await asyncio.sleep(10)
+            before_text = await scrape(metrics_port)
+            before = proc_stats(process.pid)
+            own_cpu_before = time.process_time()
+            wall_start = time.monotonic()
+            if profile is not None:
+                spy = await asyncio.create_subprocess_exec(
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(process.pid),
+                    "--duration",
+                    str(int(seconds)),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(profile),
+                    "--nonblocking",
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+            await asyncio.sleep(seconds)
+            after_text = await scrape(metrics_port)
+            after = proc_stats(process.pid)
+            own_cpu = time.process_time() - own_cpu_before
+            wall = time.monotonic() - wall_start
+            if profile is not None:
+                await spy.wait()
         finally:
             process.terminate()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(process.wait(), 20)
             await runner.cleanup()
 
-    name = "memoryguard_operator_cycle_duration_seconds"
-    b0, s0, c0 = _histogram(before_text, name)
-    b1, s1, c1 = _histogram(after_text, name)
-    window_buckets: dict[float, float] = {}
-    for le, value in b1:
-        window_buckets[le] = window_buckets.get(le, 0.0) + value
-    for le, value in b0:
-        window_buckets[le] = window_buckets.get(le, 0.0) - value
-    cycles = c1 - c0
-    buckets = sorted(window_buckets.items())
+    window = Histogram.parse(after_text, "memoryguard_operator_cycle_duration_seconds").minus(
+        Histogram.parse(before_text, "memoryguard_operator_cycle_duration_seconds")
+    )
+    cycles = window.count
     operator_cpu = after["cpu_seconds"] - before["cpu_seconds"]
-    api_calls = _counter_total(after_text, "memoryguard_operator_api_requests_total") - _counter_total(
+    api_calls = counter_total(after_text, "memoryguard_operator_api_requests_total") - counter_total(
         before_text, "memoryguard_operator_api_requests_total"
     )
     return {
@@ -420,9 +323,9 @@ async def run(
         "warmup_seconds": round(warmup_seconds, 1),
         "measured_seconds": round(wall, 1),
         "guard_cycles": int(cycles),
-        "cycle_seconds_mean": round((s1 - s0) / cycles, 3) if cycles else None,
-        "cycle_seconds_p50_bucket": _quantile(buckets, cycles, 0.5),
-        "cycle_seconds_p99_bucket": _quantile(buckets, cycles, 0.99),
+        "cycle_seconds_mean": round(window.sum / cycles, 3) if cycles else None,
+        "cycle_seconds_p50_bucket": window.quantile_bound(0.5),
+        "cycle_seconds_p99_bucket": window.quantile_bound(0.99),
         # Every guard cycled once: with one guard, one cycle plus the timer's 1 s pause.
         "full_pass_seconds": round(wall / (cycles / guards), 2) if cycles else None,
         "operator_cpu_percent_of_one_core": round(100 * operator_cpu / wall, 1),
