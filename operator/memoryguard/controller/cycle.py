@@ -29,7 +29,7 @@ from memoryguard.controller.judgement import Judgement, judge, recorded
 from memoryguard.controller.kubeapi import KubeApi, KubeApiError
 from memoryguard.controller.ledger import DONE as LEDGER_DONE
 from memoryguard.controller.ledger import FAILED, INTENT, Entry, Ledger, action_id, rfc3339
-from memoryguard.controller.metrics import OperatorMetrics
+from memoryguard.controller.metrics import ContainerForecast, OperatorMetrics
 from memoryguard.controller.owners import (
     UnsupportedOwner,
     Workload,
@@ -50,7 +50,7 @@ from memoryguard.controller.status import (
     StatusWriter,
     at_risk_table,
 )
-from memoryguard.engine.assessment import Verdict
+from memoryguard.engine.assessment import Assessment, Verdict
 from memoryguard.engine.decision import Action, Target
 from memoryguard.engine.limiter import LimiterState
 from memoryguard.engine.policy import Policy
@@ -208,6 +208,8 @@ async def run_cycle(
     state.at_risk_since = {k: v for k, v in state.at_risk_since.items() if k in at_risk_keys}
     live = {(p.uid, c.name) for p in watched for c in p.containers}
     state.schedule = {k: v for k, v in state.schedule.items() if k in live}
+    # A forecast goes with its pod, and with its node's agent: no forecast on old numbers.
+    metrics.keep_forecasts(state.key, lambda k, f: k in live and f.node not in degraded)
     await _retry_evictions(runtime, state, now)
 
     watched_count = len(watched)
@@ -431,9 +433,10 @@ async def _judge_container(
         return None
     state.history.get(pod.uid, container.container_id)  # keep it through the sweep
     latest = history.latest()
-    if latest is None or reading.now_seconds - latest.t_seconds > runtime.config.agent_stale_seconds:
-        return None  # this container stopped reporting: no decision on old numbers
     key = (pod.uid, container.name)
+    if latest is None or reading.now_seconds - latest.t_seconds > runtime.config.agent_stale_seconds:
+        runtime.metrics.clear_forecast(state.key, key)
+        return None  # this container stopped reporting: no decision on old numbers
     due = state.schedule.get(key)
     limit = latest.max_bytes or container.limit_bytes
     if (
@@ -499,6 +502,9 @@ async def _judge_container(
         if pod.owner is None:
             workload = Workload("Pod", pod.namespace, pod.name)
     assessment, decision = judgement.assessment, judgement.decision
+    export_forecast(
+        runtime.metrics, state.key, pod, container, assessment, now - (reading.now_seconds - latest.t_seconds)
+    )
     # Spread the healthy containers' next judgements over the interval, so they do not all
     # come due in the same cycle.
     spread = 0.5 + 0.5 * ((hash(key) & 0xFFFF) / 0xFFFF)
@@ -557,6 +563,39 @@ async def _judge_container(
         action=action_note,
         reason=decision.reason,
         since_seconds=state.at_risk_since[key],
+    )
+
+
+def export_forecast(
+    metrics: OperatorMetrics,
+    guard: str,
+    pod: PodInfo,
+    container: ContainerInfo,
+    assessment: Assessment,
+    as_of_seconds: float,
+) -> None:
+    """The engine's time to the limit on /metrics while pinned memory grows, gone when it stops.
+
+    ``as_of_seconds``: the operator's clock at the newest sample the assessment was made from.
+    """
+    key = (pod.uid, container.name)
+    fc = assessment.forecast
+    if fc is None or fc.eta_seconds is None:
+        metrics.clear_forecast(guard, key)
+        return
+    metrics.set_forecast(
+        guard,
+        key,
+        ContainerForecast(
+            namespace=pod.namespace,
+            pod=pod.name,
+            container=container.name,
+            node=pod.node or "",
+            limit_source=fc.limit_source,
+            eta_seconds=fc.eta_seconds,
+            growth_bytes_per_second=fc.growth_bytes_per_second,
+            as_of_seconds=as_of_seconds,
+        ),
     )
 
 

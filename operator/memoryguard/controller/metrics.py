@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -15,6 +17,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 log = logging.getLogger("memoryguard.controller.metrics")
 
@@ -22,12 +26,70 @@ CYCLE_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
 API_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+FORECAST_LABELS = ("guard", "namespace", "pod", "container", "limit")
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerForecast:
+    """The engine's forecast for one growing container, as of the operator's clock.
+
+    The time left is counted down at scrape time from ``eta_seconds`` and ``as_of_seconds``:
+    a container far from its limit is judged again only every so often, and between two
+    judgements the forecast it was given still holds.
+    """
+
+    namespace: str
+    pod: str
+    container: str
+    node: str
+    limit_source: str  # the failure line: "memory.max", "memory.high", a runtime heap cap
+    eta_seconds: float
+    growth_bytes_per_second: float
+    as_of_seconds: float  # operator clock at the newest sample the forecast was made from
+
+
+class _ForecastCollector(Collector):
+    """Renders the forecasts held by ``OperatorMetrics`` at scrape time; holding them in a
+    plain dict keeps the cycle's update a dict assignment, and a label set goes the moment its
+    forecast does."""
+
+    def __init__(self, metrics: OperatorMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        eta = GaugeMetricFamily(
+            "memoryguard_operator_forecast_seconds_to_limit",
+            "Seconds until the container's pinned memory (anon + shmem + kernel + swapped anon) "
+            "reaches its nearest failure line at the growth the engine measured; present only "
+            "while that growth is sustained.",
+            labels=FORECAST_LABELS,
+        )
+        growth = GaugeMetricFamily(
+            "memoryguard_operator_pinned_growth_bytes_per_second",
+            "Sustained growth of the container's pinned memory the forecast is made from; "
+            "present only while the forecast has a time to the limit.",
+            labels=FORECAST_LABELS,
+        )
+        now = self.metrics.clock()
+        for guard, forecasts in list(self.metrics.forecasts.items()):
+            for f in list(forecasts.values()):
+                labels = [guard, f.namespace, f.pod, f.container, f.limit_source]
+                eta.add_metric(labels, max(0.0, f.eta_seconds - (now - f.as_of_seconds)))
+                growth.add_metric(labels, f.growth_bytes_per_second)
+        yield eta
+        yield growth
+
+
 @dataclass
 class OperatorMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    clock: Callable[[], float] = time.time
+    # guard -> (pod uid, container name) -> forecast: only containers whose pinned memory grows
+    forecasts: dict[str, dict[tuple[str, str], ContainerForecast]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         r = self.registry
+        r.register(_ForecastCollector(self))
         self.cycles = Counter(
             "memoryguard_operator_cycles", "Guard cycles run, by outcome.", ["guard", "outcome"], registry=r
         )
@@ -124,11 +186,30 @@ class OperatorMetrics:
         self.api_request_duration.labels(verb, resource).observe(call_seconds)
         self.api_requests.labels(verb, resource, str(code)).inc()
 
+    def set_forecast(self, guard: str, key: tuple[str, str], forecast: ContainerForecast) -> None:
+        self.forecasts.setdefault(guard, {})[key] = forecast
+
+    def clear_forecast(self, guard: str, key: tuple[str, str]) -> None:
+        forecasts = self.forecasts.get(guard)
+        if forecasts:
+            forecasts.pop(key, None)
+
+    def keep_forecasts(self, guard: str, keep: Callable[[tuple[str, str], ContainerForecast], bool]) -> None:
+        """Drop the guard's forecasts ``keep`` rejects (pods gone, nodes degraded): it sees only
+        the growing containers, so a cycle over many pods pays for the few that grow."""
+        forecasts = self.forecasts.get(guard)
+        if forecasts:
+            self.forecasts[guard] = {k: f for k, f in forecasts.items() if keep(k, f)}
+
+    def forget_forecasts(self, guard: str) -> None:
+        self.forecasts.pop(guard, None)
+
     def forget(self, guard: str) -> None:
         """Drop a deleted guard's series, so /metrics does not keep reporting it."""
         for metric in (self.pods_watched, self.pods_at_risk, self.nodes_degraded):
             with contextlib.suppress(KeyError):
                 metric.remove(guard)
+        self.forget_forecasts(guard)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
