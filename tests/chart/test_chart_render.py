@@ -204,6 +204,18 @@ def test_monitors_scrape_agents_with_a_token_allowed_only_metrics(monitor: str) 
     assert rule == {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}
 
 
+@pytest.mark.parametrize("monitor", ["ServiceMonitor", "PodMonitor"])
+def test_operator_monitor_keeps_the_forecasts_pod_labels(monitor: str) -> None:
+    # Without honorLabels, Prometheus would rename the forecast's namespace/pod/container labels
+    # to exported_* and give them the operator pod's own: the dashboard's per-pod filter breaks.
+    key = "serviceMonitor" if monitor == "ServiceMonitor" else "podMonitor"
+    operator_monitor = one(render({f"metrics.{key}.enabled": True}), monitor, "-operator")
+    (endpoint,) = operator_monitor["spec"][
+        "endpoints" if monitor == "ServiceMonitor" else "podMetricsEndpoints"
+    ]
+    assert endpoint["honorLabels"] is True
+
+
 def test_image_digest_overrides_the_tag() -> None:
     objects = render({"image.digest": "sha256:" + "0" * 64, "image.tag": "ignored"})
     assert container(objects, "DaemonSet")["image"] == "memoryguard@sha256:" + "0" * 64

@@ -137,6 +137,7 @@ def test_promql_check_catches_a_syntax_error(tmp_path: Path) -> None:
         "memoryguard_container_memory_file_bytes",
         "memoryguard_container_memory_limit_bytes",
         "memoryguard_operator_actions_total",
+        "memoryguard_operator_forecast_seconds_to_limit",
     ],
 )
 def test_dashboard_plots_each_promised_signal(metric: str) -> None:
@@ -145,6 +146,9 @@ def test_dashboard_plots_each_promised_signal(metric: str) -> None:
 
 def test_dashboard_has_a_forecast_and_per_pod_variables() -> None:
     assert any("predict_linear" in e for e in _exprs())
+    # MemoryGuard's own forecast, per pod: the operator labels it with the pod's namespace and name.
+    forecast = [e for e in _exprs() if "memoryguard_operator_forecast_seconds_to_limit" in e]
+    assert forecast and all('pod=~"$pod"' in e and 'namespace=~"$namespace"' in e for e in forecast)
     variables = {v["name"] for v in _dashboard()["templating"]["list"]}
     assert {"namespace", "pod", "datasource"} <= variables
     per_pod = [e for e in _exprs() if 'pod=~"$pod"' in e]
