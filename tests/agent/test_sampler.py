@@ -369,6 +369,50 @@ def test_a_cgroup_made_again_at_the_same_path_is_read_again(tmp_path):
     assert errors.get("missing_file", 0) == 0
 
 
+def test_a_file_malformed_in_between_is_parsed_again_when_its_old_bytes_come_back(tmp_path):
+    # Unchanged limits/events/PSI bytes skip their parser; bytes that were malformed must not
+    # leave the reading as the malformed read set it once the good bytes return.
+    tree = CgroupTree(tmp_path / "cg")
+    pod = tree.add_pod(containers=1)
+    cid = pod.containers[-1]
+    tree.set(pod.uid, cid, oom_kill=3)
+    probe = cgroup.CgroupProbe(tree.path(pod.uid, cid), cgroup.V2_LAYOUT)
+    errors: dict[str, int] = {}
+    assert probe.read(cgroup.ALL_TIERS, errors) and probe.values[cgroup.OOM_KILL] == 3
+    good = (tree.path(pod.uid, cid) / "memory.events").read_bytes()
+
+    tree.write_file(pod.uid, cid, "memory.events", good.replace(b"oom_kill 3", b"oom_kill x"))
+    for expected_malformed in (1, 2):  # counted at every read, not once
+        assert probe.read(cgroup.MEDIUM, errors)
+        assert probe.values[cgroup.OOM_KILL] == 0
+        assert errors["malformed"] == expected_malformed
+    tree.write_file(pod.uid, cid, "memory.events", good)
+    assert probe.read(cgroup.MEDIUM, errors)
+    assert probe.values[cgroup.OOM_KILL] == 3
+    assert errors["malformed"] == 2
+
+
+def test_v1_swap_limit_follows_a_new_memory_limit_with_the_memsw_file_unchanged(tmp_path):
+    # v1 swap max = memsw limit − memory limit: the memsw applier must run even when its own
+    # bytes are the same as last time.
+    tree = CgroupTree(tmp_path / "cg", version=1)
+    pod = tree.add_pod(containers=1, max_bytes=256 * MiB)
+    cid = pod.containers[-1]
+    tree.set(pod.uid, cid, max_bytes=256 * MiB, swap_max_bytes=256 * MiB)
+    probe = cgroup.CgroupProbe(tree.path(pod.uid, cid), cgroup.V1_LAYOUT)
+    errors: dict[str, int] = {}
+    assert probe.read(cgroup.ALL_TIERS, errors)
+    assert probe.values[cgroup.SWAP_MAX] == 256 * MiB
+    memsw = (tree.path(pod.uid, cid) / "memory.memsw.limit_in_bytes").read_bytes()
+
+    tree.write_file(pod.uid, cid, "memory.limit_in_bytes", f"{384 * MiB}\n")
+    assert (tree.path(pod.uid, cid) / "memory.memsw.limit_in_bytes").read_bytes() == memsw
+    assert probe.read(cgroup.SLOW, errors)
+    assert probe.values[cgroup.MAX] == 384 * MiB
+    assert probe.values[cgroup.SWAP_MAX] == 128 * MiB
+    assert not any(errors.values())
+
+
 def test_closing_releases_the_directory_descriptors(tmp_path):
     tree = CgroupTree(tmp_path / "cg")
     for _ in range(3):

@@ -31,7 +31,9 @@ no OOM event count besides kills, and no per-cgroup PSI: those stay unknown.
 
 The latest bytes of ``memory.events``, ``memory.swap.events`` and ``memory.pressure`` are kept
 and parsed into full dicts only when asked (the HTTP API, ``/metrics``, ``explain``), never in
-the tick; the full ``memory.stat`` is read afresh when asked.
+the tick; the full ``memory.stat`` is read afresh when asked. A ``MEDIUM`` or ``SLOW`` file whose
+bytes are those it had at its last clean read is still read, but not parsed again: limits, event
+counters and the PSI of a quiet cgroup rarely change.
 
 Errors never escape a read: a cgroup that disappears is reported as vanished; a missing file,
 a permission error or a malformed line is counted in the caller's error counter by kind
@@ -270,12 +272,17 @@ def _v1_memsw_limit(probe: CgroupProbe, data: bytes) -> int:
 @dataclass(frozen=True, slots=True)
 class Layout:
     """The files of one cgroup version by tier, with how each is applied, and the
-    ``memory.stat`` keys each tier needs (picked in one pass from a single read of the file)."""
+    ``memory.stat`` keys each tier needs (picked in one pass from a single read of the file).
+
+    ``derived`` names the files whose applier also uses another file's value (v1's memsw
+    limit needs the memory limit): they are applied at every read, even when their bytes did
+    not change (see :meth:`CgroupProbe._read`)."""
 
     version: int
     stat_file: str
     tiers: dict[int, tuple[tuple[str, Applier], ...]]
     stat_keys: dict[int, tuple[tuple[str, int], ...]]  # tier -> (memory.stat key, reading slot)
+    derived: frozenset[str] = frozenset()
 
 
 # Every tick needs usage, anon, file and inactive_file (working set = usage − inactive_file);
@@ -339,6 +346,7 @@ V1_LAYOUT = Layout(
             ("total_swap", SWAP_CURRENT),
         ),
     },
+    frozenset(("memory.memsw.limit_in_bytes",)),
 )
 
 
@@ -347,21 +355,13 @@ _FAST_SLOTS = (ANON, FILE, INACTIVE_FILE)
 _S1, _S2, _S3 = _FAST_SLOTS
 _P1, _P2, _P3 = (ROW_POS[slot] for slot in _FAST_SLOTS)
 _CURRENT_POS = ROW_POS[CURRENT]
-_FAST_SPECS: dict[int, tuple[str, str, parsers.Needles, bytes]] = {}
+# (usage file, stat file, the needles of the three keys) by cgroup version
+_FAST_SPECS: dict[int, tuple[str, str, bytes, bytes, bytes]] = {}
 for _layout in (V2_LAYOUT, V1_LAYOUT):
     ((_usage_file, _),) = _layout.tiers[FAST]
     _keys = dict((slot, key) for key, slot in _layout.stat_keys[FAST])
-    _needles = parsers.key_needles([_keys[slot] for slot in _FAST_SLOTS])
-    # The longest common start of the needles ("\ntotal_" on v1): matches cannot begin before it.
-    _marker = _needles[0][0]
-    while not all(needle.startswith(_marker) for needle, _ in _needles):
-        _marker = _marker[:-1]
-    _FAST_SPECS[_layout.version] = (
-        _usage_file,
-        _layout.stat_file,
-        _needles,
-        _marker if len(_marker) > 1 else b"",
-    )
+    _n1, _n2, _n3 = (needle for needle, _ in parsers.key_needles([_keys[slot] for slot in _FAST_SLOTS]))
+    _FAST_SPECS[_layout.version] = (_usage_file, _layout.stat_file, _n1, _n2, _n3)
 
 
 def layout_for(version: int) -> Layout:
@@ -372,7 +372,8 @@ def layout_for(version: int) -> Layout:
     raise ValueError(f"cgroup version must be 1 or 2, got {version!r}")
 
 
-Plan = tuple[tuple[str, Applier], ...]  # (file name, applier) in reading order
+# (file name, applier, whether unchanged bytes may skip the applier) in reading order
+Plan = tuple[tuple[str, Applier, bool], ...]
 _PLAN_CACHE: dict[tuple[int, frozenset[str]], dict[int, Plan]] = {}
 
 
@@ -382,6 +383,10 @@ def _plans(layout: Layout, missing: frozenset[str]) -> dict[int, Plan]:
     ``memory.stat`` comes second (after usage), read once with one picker for the keys of all
     the tiers in the combination. Plans are shared by every probe with the same layout and
     missing files: hundreds of probes must stay small, so none holds its own copy.
+
+    Only MEDIUM and SLOW files that are not ``derived`` may skip their applier when their
+    bytes did not change: the fields they set are set by nothing else. ``memory.stat`` and the
+    usage file may not: the FAST read writes their fields in between.
     """
     key = (layout.version, missing)
     plans = _PLAN_CACHE.get(key)
@@ -390,12 +395,15 @@ def _plans(layout: Layout, missing: frozenset[str]) -> dict[int, Plan]:
         for mask in range(1, ALL_TIERS + 1):
             tiers = [tier for tier in (FAST, MEDIUM, SLOW) if tier & mask]
             files = [
-                (name, apply) for tier in tiers for name, apply in layout.tiers[tier] if name not in missing
+                (name, apply, tier != FAST and name not in layout.derived)
+                for tier in tiers
+                for name, apply in layout.tiers[tier]
+                if name not in missing
             ]
             stat_keys = [pair for tier in tiers for pair in layout.stat_keys.get(tier, ())]
             if stat_keys and layout.stat_file not in missing:
                 keys, slots = zip(*stat_keys, strict=True)
-                files.insert(min(1, len(files)), (layout.stat_file, _picker(keys, slots, None)))
+                files.insert(min(1, len(files)), (layout.stat_file, _picker(keys, slots, None), False))
             plans[mask] = tuple(files)
         _PLAN_CACHE[key] = plans
     return plans
@@ -415,8 +423,10 @@ class CgroupProbe:
     """
 
     __slots__ = (
+        "_applied",
         "_by_path",
         "_dir_fd",
+        "_fast",
         "_plans",
         "_prefix",
         "extra",
@@ -436,7 +446,9 @@ class CgroupProbe:
         self.raw: dict[str, bytes] = {}
         self.extra: dict[str, int | None] = {}
         self.missing: set[str] = set()
+        self._applied: dict[str, bytes] = {}  # skippable file -> the bytes last applied cleanly
         self._plans = _plans(layout, frozenset())
+        self._fast = _FAST_SPECS[layout.version]
         self._dir_fd: int | None = None
         self._prefix = self.path + "/"  # what file names are joined to: "" once the directory is open
         self._by_path = False  # the directory could not be opened (no descriptors left): use paths
@@ -469,7 +481,7 @@ class CgroupProbe:
         """The files a read of these tiers opens, by absolute path."""
         if not tiers:
             return []
-        return [f"{self.path}/{name}" for name, _ in self._plans[tiers]]
+        return [f"{self.path}/{name}" for name, _, _ in self._plans[tiers]]
 
     def opens(self, tiers: int) -> list[tuple[int | None, str]]:
         """The ``(dir_fd, name)`` pairs a read of these tiers passes to ``os.open`` (the benchmark's
@@ -477,7 +489,7 @@ class CgroupProbe:
         if not tiers:
             return []
         prefix = self._prefix
-        return [(self._dir_fd, prefix + name) for name, _ in self._plans[tiers]]
+        return [(self._dir_fd, prefix + name) for name, _, _ in self._plans[tiers]]
 
     def read(self, tiers: int, errors: MutableMapping[str, int]) -> bool:
         """Read the files of ``tiers``; False when the cgroup has vanished (nothing more to read)."""
@@ -497,13 +509,12 @@ class CgroupProbe:
         general read (which reads again and says what was wrong).
         """
         dir_fd = self._dir_fd
-        spec = _FAST_SPECS[self.layout.version]
         if dir_fd is None or self.missing:
             if dir_fd is None and not self._by_path and not self._attach():
                 errors["vanished"] = errors.get("vanished", 0) + 1
                 return False
             return self._read(FAST, errors)
-        current_name, stat_name, targets, marker = spec
+        current_name, stat_name, n1, n2, n3 = self._fast
         try:
             fd = os.open(current_name, _OPEN_FLAGS, dir_fd=dir_fd)
             try:
@@ -518,23 +529,16 @@ class CgroupProbe:
         except OSError:
             return self._read(FAST, errors)
         raw = current.strip()
-        buf = b"\n" + stat  # the kernel ends every line, the last too, with a newline (checked below)
-        (n1, z1), (n2, z2), (n3, z3) = targets
-        # Every needle holds the marker (v1: "\ntotal_"), so no match can come before it:
-        # starting there finds the same, scanning half of v1's memory.stat less.
-        start = buf.find(marker) if marker else 0
-        i1 = buf.find(n1, start) + z1
-        i2 = buf.find(n2, start) + z2
-        i3 = buf.find(n3, start) + z3
-        d1 = buf[i1 : buf.find(b"\n", i1)]
-        d2 = buf[i2 : buf.find(b"\n", i2)]
-        d3 = buf[i3 : buf.find(b"\n", i3)]
+        buf = b"\n" + stat  # so that the first line starts with a newline too
+        # What follows a key's first "\n<key> " up to the line's end. partition is a cheaper
+        # call than find (no argument tuple to parse) and a missing key gives b"", not a digit.
+        d1 = buf.partition(n1)[2].partition(b"\n")[0]
+        d2 = buf.partition(n2)[2].partition(b"\n")[0]
+        d3 = buf.partition(n3)[2].partition(b"\n")[0]
         if (
-            i1 < z1 or i2 < z2 or i3 < z3  # a key is missing (find gave -1)
-            or not (raw.isdigit() and d1.isdigit() and d2.isdigit() and d3.isdigit())
+            not (raw.isdigit() and d1.isdigit() and d2.isdigit() and d3.isdigit())
             or len(raw) > 20 or len(d1) > 20 or len(d2) > 20 or len(d3) > 20
             or len(stat) == _READ_SIZE
-            or not stat.endswith(b"\n")  # else the last value's end would be find's -1
         ):  # fmt: skip
             return self._read(FAST, errors)
         values = self.values
@@ -558,7 +562,11 @@ class CgroupProbe:
         return True
 
     def _read(self, tiers: int, errors: MutableMapping[str, int]) -> bool:
-        for name, apply in self._plans[tiers]:
+        # Limits, event counters and PSI of most cgroups read the same from one read to the
+        # next: bytes equal to those last applied cleanly leave the reading as it is, so the
+        # applier is skipped. A file that was malformed is parsed (and counted) at every read.
+        applied = self._applied
+        for name, apply, skippable in self._plans[tiers]:
             try:
                 fd = os.open(self._prefix + name, _OPEN_FLAGS, dir_fd=self._dir_fd)
                 try:
@@ -575,12 +583,17 @@ class CgroupProbe:
                 if kind == "vanished":
                     return False
                 continue
+            if skippable and applied.get(name) == data:
+                continue
             try:
                 malformed = apply(self, data)
             except ParseError:
                 malformed = 1
             if malformed:
                 errors["malformed"] = errors.get("malformed", 0) + malformed
+                applied.pop(name, None)
+            elif skippable:
+                applied[name] = data
         return True
 
     def _classify(self, exc: OSError, name: str) -> str:

@@ -107,7 +107,14 @@ class _ChangeLog:
 class SampleRing:
     """Every sample of the last ``fine_capacity`` appends, then one per ``coarse_step_seconds``."""
 
-    __slots__ = ("_changes", "_coarse", "_fine", "coarse_step_seconds")
+    __slots__ = (
+        "_changes",
+        "_coarse",
+        "_coarse_gap_seconds",
+        "_coarse_newest",
+        "_fine",
+        "coarse_step_seconds",
+    )
 
     def __init__(self, fine_capacity: int, coarse_capacity: int, coarse_step_seconds: float) -> None:
         if fine_capacity < 1 or coarse_capacity < 0:
@@ -116,6 +123,10 @@ class SampleRing:
         self._coarse = _Tier(coarse_capacity)
         self._changes = _ChangeLog()
         self.coarse_step_seconds = coarse_step_seconds
+        # The coarse tier keeps a row that falls out of the fine tier a coarse step (less 5 %
+        # for timer jitter) after the last row it kept; a tier without room keeps none.
+        self._coarse_gap_seconds = coarse_step_seconds * 0.95
+        self._coarse_newest = -math.inf if coarse_capacity else math.inf
 
     @classmethod
     def for_retention(
@@ -140,29 +151,27 @@ class SampleRing:
     def capacity(self) -> int:
         return self._fine.capacity + self._coarse.capacity
 
-    def append(self, t_seconds: float, row: array[int], *, sparse_changed: bool = True) -> None:
+    def append(self, t_seconds: float, row: array[int], sparse_changed: bool = True) -> None:
         """Store one encoded reading (a probe's ``row``: ``reading.ROW_SLOTS`` order) at ``t_seconds``.
 
         ``sparse_changed=False`` promises that the rarely-changing fields were not read since
         the last append (the sampler knows: only its MEDIUM and SLOW reads set them), which
         saves comparing them.
         """
-        # Runs for every container every tick: the tier pushes are written out here.
+        # Runs for every container every tick: the fine tier's push is written out here.
         fine = self._fine
-        coarse = self._coarse
         capacity = fine.capacity
-        slot = (fine.head + fine.count) % capacity
+        slot = fine.head
         if fine.count == capacity:
-            # The oldest fine row is about to be overwritten: keep it in the coarse tier if it
-            # is a coarse step (less 5 % for timer jitter) after the last row kept there.
-            oldest_t = fine.times[fine.head]
-            if coarse.capacity and (
-                not coarse.count or oldest_t - coarse.newest() >= self.coarse_step_seconds * 0.95
-            ):
-                start = fine.head * DENSE_WIDTH
-                coarse.push(oldest_t, fine.values[start : start + DENSE_WIDTH])
-            fine.head = (fine.head + 1) % capacity
+            # The oldest fine row is about to be overwritten: the coarse tier may keep it.
+            oldest_t = fine.times[slot]
+            if oldest_t - self._coarse_newest >= self._coarse_gap_seconds:
+                start = slot * DENSE_WIDTH
+                self._coarse.push(oldest_t, fine.values[start : start + DENSE_WIDTH])
+                self._coarse_newest = oldest_t
+            fine.head = slot + 1 if slot + 1 < capacity else 0
         else:
+            slot = (slot + fine.count) % capacity
             fine.count += 1
         fine.times[slot] = t_seconds
         start = slot * DENSE_WIDTH
@@ -173,6 +182,7 @@ class SampleRing:
             if sparse != changes.last:
                 changes.add(t_seconds, sparse)
         if len(changes.times) > 1:
+            coarse = self._coarse
             changes.forget_before(coarse.times[coarse.head] if coarse.count else fine.times[fine.head])
 
     def rows(self, after_seconds: float = -math.inf) -> list[list[Any]]:

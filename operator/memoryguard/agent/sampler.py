@@ -238,7 +238,7 @@ class Sampler:
             values = probe.values
             if values[ANON] is not None and values[FILE] is not None:
                 # Only MEDIUM and SLOW reads touch the ring's change-logged fields.
-                tracked.ring.append(t, probe.row, sparse_changed=tiers != FAST)  # type: ignore[union-attr]
+                tracked.ring.append(t, probe.row, tiers != FAST)  # type: ignore[union-attr]
                 tracked.t_seconds = t
         pod_table = self._pod_tiers
         for uid, tracked in list(self._pods.items()):
