@@ -210,6 +210,8 @@ async def run_cycle(
     state.schedule = {k: v for k, v in state.schedule.items() if k in live}
     # A forecast goes with its pod, and with its node's agent: no forecast on old numbers.
     metrics.keep_forecasts(state.key, lambda k, f: k in live and f.node not in degraded)
+    # An action's series goes with its pod: the restarted pod's too, once it has left.
+    metrics.keep_pod_actions(state.key, live.__contains__)
     await _retry_evictions(runtime, state, now)
 
     watched_count = len(watched)
@@ -727,11 +729,13 @@ async def _finish(
     metrics = runtime.metrics
     prefix = "DRY-RUN: would " if request.dry_run else ""
     pod_event = ev.pod_ref(request.namespace, request.pod, request.pod_uid)
+    finished = runtime.clock()
     if outcome.state == BLOCKED:
         delay = max(outcome.retry_after_seconds or EVICTION_RETRY_SECONDS, 1.0)
         state.pending_evictions[request.id] = PendingEviction(request, now + delay)
         state.ledger.update_message(request.id, f"{outcome.message}; retrying in {delay:.0f}s")
         metrics.actions.labels(state.key, request.action.value, "blocked").inc()
+        export_action(metrics, request, outcome, "blocked", finished)
         message = f"{outcome.message}; will retry in {delay:.0f}s. {request.reason}"
         await runtime.events.post(pod_event, ev.WARNING, ev.EVICTION_BLOCKED, message)
         await runtime.events.post(
@@ -743,11 +747,12 @@ async def _finish(
             request.id,
             LEDGER_DONE if done else FAILED,
             message=outcome.message,
-            finished_seconds=runtime.clock(),
+            finished_seconds=finished,
         )
         state.pending_evictions.pop(request.id, None)
         result = "dry_run" if request.dry_run else ("done" if done else "failed")
         metrics.actions.labels(state.key, request.action.value, result).inc()
+        export_action(metrics, request, outcome, result, finished)
         reason, type_ = _event_reason(request.action, done)
         text = (
             f"{prefix}{request.describe()}: {request.reason}"
@@ -770,6 +775,32 @@ async def _finish(
             "lastAction": state.last_action,
         },
         runtime.clock(),
+    )
+
+
+def export_action(
+    metrics: OperatorMetrics, request: ActionRequest, outcome: Outcome, result: str, at_seconds: float
+) -> None:
+    """The action's outcome on /metrics, labelled with the pod and container whose memory
+    called for it (a restart's too: it targets the workload, the evidence is this pod's)."""
+    if not request.pod_uid:
+        # An eviction re-tried after an operator restart: the ledger does not keep the pod's
+        # UID, and a series that the next cycle cannot match to a live pod would just flicker.
+        return
+    freed: int | None = None
+    if request.action is Action.RECLAIM and result == "done" and outcome.details:
+        value = outcome.details.get("freed_bytes")
+        freed = int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    metrics.record_action(
+        request.guard,
+        (request.pod_uid, request.container),
+        namespace=request.namespace,
+        pod=request.pod,
+        container=request.container,
+        action=request.action.value,
+        result=result,
+        at_seconds=at_seconds,
+        freed_bytes=freed,
     )
 
 

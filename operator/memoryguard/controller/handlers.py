@@ -142,8 +142,9 @@ async def guard_cycle(
         policy = policy_from_spec(spec)
         selector = Selector.from_spec(spec.get("selector") or {})
     except (SpecError, ValueError):
-        # check_spec has said why, in the status condition and an Event; no cycle, no forecast.
-        runtime.metrics.forget_forecasts(f"{namespace or ''}/{name}")
+        # check_spec has said why, in the status condition and an Event; no cycle, no per-pod
+        # series (forecasts, last actions) that no cycle would keep up to date.
+        runtime.metrics.forget_pod_series(f"{namespace or ''}/{name}")
         return
     if not informer.synced.is_set():
         return  # no decision on a partial list of the pods: the first LIST is still running

@@ -80,16 +80,70 @@ class _ForecastCollector(Collector):
         yield growth
 
 
+ACTION_LABELS = ("guard", "namespace", "pod", "container", "action", "result")
+RECLAIM_LABELS = ("guard", "namespace", "pod", "container")
+
+
+@dataclass(slots=True)
+class ContainerActions:
+    """The latest action of each kind and result taken on one container of a watched pod.
+
+    Held per pod UID, never per pod name alone: a restart's new pod is a new entry, and the old
+    pod's entry goes when it leaves, so the label sets stay those of the pods watched now.
+    """
+
+    namespace: str
+    pod: str
+    container: str
+    # (action, result) -> unix time of the latest such outcome
+    last_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
+    reclaim_freed_bytes: int | None = None  # what the latest completed memory.reclaim freed
+
+
+class _PodActionCollector(Collector):
+    """Renders the per-pod actions held by ``OperatorMetrics`` at scrape time (as the forecasts
+    are): an action is a dict assignment in the cycle, and a label set goes with its pod."""
+
+    def __init__(self, metrics: OperatorMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        last = GaugeMetricFamily(
+            "memoryguard_operator_last_action_timestamp_seconds",
+            "Unix time of the latest action of this kind and result on the container; present "
+            "while its pod is watched by the guard. A restart is labelled with the pod and "
+            "container whose memory called for it.",
+            labels=ACTION_LABELS,
+        )
+        freed = GaugeMetricFamily(
+            "memoryguard_operator_last_reclaim_freed_bytes",
+            "Bytes the latest completed memory.reclaim on the container freed, as the node's "
+            "agent measured them; present while its pod is watched by the guard.",
+            labels=RECLAIM_LABELS,
+        )
+        for guard, containers in list(self.metrics.pod_actions.items()):
+            for c in list(containers.values()):
+                for (action, result), at_seconds in list(c.last_seconds.items()):
+                    last.add_metric([guard, c.namespace, c.pod, c.container, action, result], at_seconds)
+                if c.reclaim_freed_bytes is not None:
+                    freed.add_metric([guard, c.namespace, c.pod, c.container], c.reclaim_freed_bytes)
+        yield last
+        yield freed
+
+
 @dataclass
 class OperatorMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     clock: Callable[[], float] = time.time
     # guard -> (pod uid, container name) -> forecast: only containers whose pinned memory grows
     forecasts: dict[str, dict[tuple[str, str], ContainerForecast]] = field(default_factory=dict)
+    # guard -> (pod uid, container name) -> its latest actions: only containers acted on
+    pod_actions: dict[str, dict[tuple[str, str], ContainerActions]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         r = self.registry
         r.register(_ForecastCollector(self))
+        r.register(_PodActionCollector(self))
         self.cycles = Counter(
             "memoryguard_operator_cycles", "Guard cycles run, by outcome.", ["guard", "outcome"], registry=r
         )
@@ -204,12 +258,47 @@ class OperatorMetrics:
     def forget_forecasts(self, guard: str) -> None:
         self.forecasts.pop(guard, None)
 
+    def record_action(
+        self,
+        guard: str,
+        key: tuple[str, str],
+        *,
+        namespace: str,
+        pod: str,
+        container: str,
+        action: str,
+        result: str,
+        at_seconds: float,
+        freed_bytes: int | None = None,
+    ) -> None:
+        """``key``: (pod uid, container name), the key of the cycle's live set."""
+        containers = self.pod_actions.setdefault(guard, {})
+        held = containers.get(key)
+        if held is None:
+            held = containers[key] = ContainerActions(namespace, pod, container)
+        held.last_seconds[(action, result)] = at_seconds
+        if freed_bytes is not None:
+            held.reclaim_freed_bytes = freed_bytes
+
+    def keep_pod_actions(self, guard: str, live: Callable[[tuple[str, str]], bool]) -> None:
+        """Drop the actions of containers no longer watched; it looks only at the containers
+        acted on, so a cycle over many pods pays for the few that were."""
+        containers = self.pod_actions.get(guard)
+        if containers:
+            for key in [k for k in containers if not live(k)]:
+                del containers[key]
+
+    def forget_pod_series(self, guard: str) -> None:
+        """Drop every per-pod series of the guard (its spec became invalid: no cycle runs)."""
+        self.forget_forecasts(guard)
+        self.pod_actions.pop(guard, None)
+
     def forget(self, guard: str) -> None:
         """Drop a deleted guard's series, so /metrics does not keep reporting it."""
         for metric in (self.pods_watched, self.pods_at_risk, self.nodes_degraded):
             with contextlib.suppress(KeyError):
                 metric.remove(guard)
-        self.forget_forecasts(guard)
+        self.forget_pod_series(guard)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
