@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -169,7 +170,9 @@ async def test_an_invalid_spec_drops_the_guards_per_pod_series() -> None:
     memo = SimpleNamespace(runtime=SimpleNamespace(metrics=metrics), informer=None)
     # warn above act: the guard's handler refuses the spec before it looks at any pod.
     spec = {"selector": {"matchLabels": {"app": "web"}}, "thresholds": {"warn": "95%", "act": "90%"}}
-    await guard_cycle(namespace="shop", name="web", uid="g1", spec=spec, status={}, meta={}, memo=memo)
+    # Kopf hands the handler these as mappings; plain dicts stand for them here.
+    handed: dict[str, Any] = {"spec": spec, "status": {}, "meta": {}}
+    await guard_cycle(namespace="shop", name="web", uid="g1", memo=memo, **handed)
     assert {k[0] for k in _samples(metrics, LAST)} == {"shop/db"}
 
 
