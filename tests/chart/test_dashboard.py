@@ -3,7 +3,8 @@
 - every ``memoryguard_*`` metric a panel queries is defined by the agent's or the operator's
   Prometheus registry (enumerated from the real metric objects, not from a list kept here);
 - every query parses as PromQL (``promtool check rules``, Grafana variables substituted);
-- there are panels for anon, file (page cache), the limit, a forecast and actions, per pod;
+- there are panels for anon, file (page cache), the limit, a forecast and actions, per pod
+  (actions: a table and annotations on the graphs, from the operator's per-pod gauge);
 - the chart ships it as a ConfigMap with the Grafana sidecar's label, byte-for-byte.
 """
 
@@ -32,10 +33,25 @@ def _dashboard() -> dict[str, Any]:
 
 
 def _exprs() -> list[str]:
+    """Every PromQL query of the dashboard: the panels' and the annotations'."""
+
     def walk(panels: list[dict[str, Any]]) -> Iterator[str]:
         for panel in panels:
             for target in panel.get("targets", []):
                 yield target["expr"]
+            yield from walk(panel.get("panels", []))
+
+    return list(walk(_dashboard()["panels"])) + [a["expr"] for a in _prometheus_annotations()]
+
+
+def _prometheus_annotations() -> list[dict[str, Any]]:
+    return [a for a in _dashboard()["annotations"]["list"] if "expr" in a]
+
+
+def _panels() -> list[dict[str, Any]]:
+    def walk(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for panel in panels:
+            yield panel
             yield from walk(panel.get("panels", []))
 
     return list(walk(_dashboard()["panels"]))
@@ -138,6 +154,7 @@ def test_promql_check_catches_a_syntax_error(tmp_path: Path) -> None:
         "memoryguard_container_memory_limit_bytes",
         "memoryguard_operator_actions_total",
         "memoryguard_operator_forecast_seconds_to_limit",
+        "memoryguard_operator_last_action_timestamp_seconds",
     ],
 )
 def test_dashboard_plots_each_promised_signal(metric: str) -> None:
@@ -153,6 +170,28 @@ def test_dashboard_has_a_forecast_and_per_pod_variables() -> None:
     assert {"namespace", "pod", "datasource"} <= variables
     per_pod = [e for e in _exprs() if 'pod=~"$pod"' in e]
     assert len(per_pod) >= 4
+
+
+def test_dashboard_shows_actions_per_pod_filtered_by_namespace_and_pod() -> None:
+    metric = "memoryguard_operator_last_action_timestamp_seconds"
+    per_pod = [e for e in _exprs() if metric in e]
+    assert per_pod and all('pod=~"$pod"' in e and 'namespace=~"$namespace"' in e for e in per_pod)
+    # Markers on the graphs, at the action's own time: the gauge is in seconds, Grafana wants ms.
+    (marks,) = [a for a in _prometheus_annotations() if metric in a["expr"]]
+    assert marks["enable"] and marks["useValueForTime"] is True
+    assert marks["expr"].rstrip().endswith("* 1000")
+    assert "{{pod}}" in marks["textFormat"] and "{{action}}" in marks["titleFormat"]
+    # And a table of the latest action of each kind, result and container, per pod.
+    (table,) = [
+        p for p in _panels() if p["type"] == "table" and any(metric in t["expr"] for t in p["targets"])
+    ]
+    (target,) = table["targets"]
+    assert target["instant"] is True and target["format"] == "table"
+    kept = re.search(r"max by \(([^)]*)\)", target["expr"])
+    assert kept is not None
+    assert {"namespace", "pod", "container", "action", "result"} <= {
+        x.strip() for x in kept.group(1).split(",")
+    }
 
 
 def test_chart_ships_the_dashboard_as_a_sidecar_configmap() -> None:
