@@ -175,14 +175,13 @@ def _picker(keys: tuple[str, ...], slots: tuple[int, ...], raw_name: str | None)
     targets = tuple(
         (
             needle,
-            size,
             slot,
             ROW_POS[slot],
             SHIFTS[slot],
             0 if slot in COUNTERS else None,
             0 if slot in COUNTERS else NONE,
         )
-        for (needle, size), slot in zip(parsers.key_needles(keys), slots, strict=True)
+        for (needle, _), slot in zip(parsers.key_needles(keys), slots, strict=True)
     )
 
     def apply(probe: CgroupProbe, data: bytes) -> int:
@@ -190,12 +189,11 @@ def _picker(keys: tuple[str, ...], slots: tuple[int, ...], raw_name: str | None)
         values = probe.values
         row = probe.row
         malformed = 0
-        for needle, size, slot, pos, shift, unknown, unknown_stored in targets:
-            start = buf.find(needle)
-            if start >= 0:
-                start += size
-                end = buf.find(b"\n", start)
-                raw = buf[start:end] if end >= 0 else buf[start:]
+        for needle, slot, pos, shift, unknown, unknown_stored in targets:
+            # partition: a cheaper call than find (see read_fast); the value runs to the line's end
+            _, found, rest = buf.partition(needle)
+            if found:
+                raw = rest.partition(b"\n")[0]
                 value = int(raw) if raw.isdigit() and len(raw) <= 20 else parsers.uint(raw.strip())
                 if value is not None:
                     values[slot] = value
