@@ -533,9 +533,11 @@ class CgroupProbe:
         d1 = buf.partition(n1)[2].partition(b"\n")[0]
         d2 = buf.partition(n2)[2].partition(b"\n")[0]
         d3 = buf.partition(n3)[2].partition(b"\n")[0]
+        # Up to 12 digits (under 1 TB) a size in KiB fits a row field without saturating;
+        # anything longer goes the general way, which saturates (or finds it malformed).
         if (
             not (raw.isdigit() and d1.isdigit() and d2.isdigit() and d3.isdigit())
-            or len(raw) > 20 or len(d1) > 20 or len(d2) > 20 or len(d3) > 20
+            or len(raw) > 12 or len(d1) > 12 or len(d2) > 12 or len(d3) > 12
             or len(stat) == _READ_SIZE
         ):  # fmt: skip
             return self._read(FAST, errors)
@@ -543,20 +545,16 @@ class CgroupProbe:
         row = self.row
         usage = int(raw)
         values[CURRENT] = usage
-        stored = usage >> 10
-        row[_CURRENT_POS] = stored if stored <= CEILING else CEILING
+        row[_CURRENT_POS] = usage >> 10
         v1 = int(d1)
         values[_S1] = v1
-        stored = v1 >> 10
-        row[_P1] = stored if stored <= CEILING else CEILING
+        row[_P1] = v1 >> 10
         v2 = int(d2)
         values[_S2] = v2
-        stored = v2 >> 10
-        row[_P2] = stored if stored <= CEILING else CEILING
+        row[_P2] = v2 >> 10
         v3 = int(d3)
         values[_S3] = v3
-        stored = v3 >> 10
-        row[_P3] = stored if stored <= CEILING else CEILING
+        row[_P3] = v3 >> 10
         return True
 
     def _read(self, tiers: int, errors: MutableMapping[str, int]) -> bool:

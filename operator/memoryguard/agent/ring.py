@@ -83,12 +83,11 @@ def _rows(
 class _ChangeLog:
     """(time, sparse fields) entries, one per change of the sparse fields."""
 
-    __slots__ = ("last", "times", "values")
+    __slots__ = ("times", "values")
 
     def __init__(self) -> None:
         self.times = array("d")
         self.values = array("I")
-        self.last: array[int] | None = None
 
     def __len__(self) -> int:
         return len(self.times)
@@ -96,7 +95,6 @@ class _ChangeLog:
     def add(self, t_seconds: float, sparse: array[int]) -> None:
         self.times.append(t_seconds)
         self.values.extend(sparse)
-        self.last = sparse
 
     def forget_before(self, t_seconds: float) -> None:
         """Drop entries no row needs: all but the last one at or before ``t_seconds``."""
@@ -127,6 +125,7 @@ class SampleRing:
         "_fine_head",
         "_fine_times",
         "_fine_values",
+        "_sparse_last",
         "coarse_step_seconds",
     )
 
@@ -141,6 +140,7 @@ class SampleRing:
         self._fine_count = 0
         self._coarse = _Tier(coarse_capacity)
         self._changes = _ChangeLog()
+        self._sparse_last: array[int] | None = None  # the change log's last entry
         self.coarse_step_seconds = coarse_step_seconds
         # The coarse tier keeps a row that falls out of the fine tier a coarse step (less 5 %
         # for timer jitter) after the last row it kept; a tier without room keeps none.
@@ -195,14 +195,18 @@ class SampleRing:
         times[slot] = t_seconds
         start = slot * DENSE_WIDTH
         self._fine_values[start : start + DENSE_WIDTH] = row[:DENSE_WIDTH]
-        changes = self._changes
-        if sparse_changed or changes.last is None:
+        if sparse_changed or self._sparse_last is None:
+            changes = self._changes
             sparse = row[DENSE_WIDTH:]
-            if sparse != changes.last:
+            if sparse != self._sparse_last:
                 changes.add(t_seconds, sparse)
-        if len(changes.times) > 1:
-            coarse = self._coarse
-            changes.forget_before(coarse.times[coarse.head] if coarse.count else times[self._fine_head])
+                self._sparse_last = sparse
+            # Entries are added only here, so forgetting here too bounds the log as well (what
+            # ages out in between is dropped at the next such append): a FAST append does not
+            # touch the log at all.
+            if len(changes.times) > 1:
+                coarse = self._coarse
+                changes.forget_before(coarse.times[coarse.head] if coarse.count else times[self._fine_head])
 
     def rows(self, after_seconds: float = -math.inf) -> list[list[Any]]:
         """Rows with ``t_seconds > after_seconds``, oldest first, as ``[t_seconds, *values]``."""
