@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support.agent_app import agent_app
 from tests.support.cgroup_tree import CgroupTree, MiB, write_proc
+from tests.support.promtool import promtool_check
 
 from memoryguard.agent.metrics import AgentMetrics, ContainerNames
-
-
-def promtool() -> str:
-    """promtool's path; in CI (CI=true) its absence fails the test instead of skipping it."""
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool not found (Debian package `prometheus`; `make install` installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def promtool_check(text: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=60, check=False
-    )
 
 
 def families(text: str) -> dict[str, object]:

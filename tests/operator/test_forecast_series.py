@@ -4,12 +4,9 @@ the guard goes, and promtool-clean."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.support.promtool import promtool_check
 
 from memoryguard.controller.cycle import export_forecast
 from memoryguard.controller.metrics import OperatorMetrics
@@ -136,16 +133,6 @@ def test_pods_that_left_or_sit_on_a_degraded_node_and_deleted_guards_lose_their_
     assert set(_series(metrics, GROWTH)) == {"db-1"}
 
 
-def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool not found (Debian package `prometheus`; `make install` installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
 def test_operator_metrics_with_forecasts_pass_promtool_check() -> None:
     metrics = OperatorMetrics(clock=Clock(0.0))
     for name, uid in (("web-1", "u1"), ("web-2", "u2")):
@@ -154,8 +141,6 @@ def test_operator_metrics_with_forecasts_pass_promtool_check() -> None:
     metrics.pods_watched.labels(GUARD).set(2)
     text = metrics.render().decode()
     assert SECONDS_TO_LIMIT in text
-    result = subprocess.run(
-        [_promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=60, check=False
-    )
+    result = promtool_check(text)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stdout + result.stderr

@@ -4,14 +4,11 @@ with the pod, with the guard and on an invalid spec, and promtool-clean."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.support.promtool import promtool_check
 
 from memoryguard.controller.cycle import export_action
 from memoryguard.controller.executors import BLOCKED, DONE, FAILED, ActionRequest, Actuator, Outcome
@@ -176,16 +173,6 @@ async def test_an_invalid_spec_drops_the_guards_per_pod_series() -> None:
     assert {k[0] for k in _samples(metrics, LAST)} == {"shop/db"}
 
 
-def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool not found (Debian package `prometheus`; `make install` installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
 def test_operator_metrics_with_per_pod_actions_pass_promtool_check() -> None:
     metrics = OperatorMetrics()
     export_action(metrics, _request(Action.RESTART, uid="u1"), Outcome(DONE, "x"), "done", 1_700_000_000.25)
@@ -197,8 +184,6 @@ def test_operator_metrics_with_per_pod_actions_pass_promtool_check() -> None:
     metrics.actions.labels(GUARD, "restart", "done").inc()
     text = metrics.render().decode()
     assert LAST in text and FREED in text
-    result = subprocess.run(
-        [_promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=60, check=False
-    )
+    result = promtool_check(text)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stdout + result.stderr
