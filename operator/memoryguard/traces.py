@@ -11,6 +11,10 @@ Format::
 Unknown columns are ignored, optional ones may be absent, other ``#`` lines are ignored. A row
 that cannot be read (a missing required value, a number that is not one, time going backwards)
 is skipped and counted, never fatal: a trace recorded on a busy node is still worth scoring.
+An empty or unreadable cell of a cumulative counter (``oom_kill``, ``*_events``) or of ``alive``
+holds the column's last known value (before the first known one, the first known one): a
+counter the recorder failed to read once has not dropped to 0, and its next reading is not a
+new OOM kill.
 
 Parsing is a pure function of the text; reading the file is the caller's job.
 """
@@ -72,12 +76,16 @@ _LIMIT_FIELDS = frozenset({"max_bytes", "high_bytes", "swap_max_bytes"})  # "max
 _COUNTER_FIELDS = frozenset(
     {"oom_kill", "oom_events", "high_events", "max_events", "swap_fail_events", "pgmajfault"}
 )
+# Fields whose unknown cells hold the column's last known value (see the module docstring).
+_CARRIED_FIELDS = _COUNTER_FIELDS | {"alive"}
 _FLOAT_FIELDS = frozenset({"t_seconds", "psi_some_avg10", "psi_full_avg10"})
 _REQUIRED_FIELDS = frozenset({"t_seconds", "anon_bytes", "file_bytes", "max_bytes"})
 _TRUE = frozenset({"1", "true", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "no", "n", "off"})
 _METADATA = re.compile(r"^#\s*([A-Za-z0-9_.\-]+)\s*:\s*(.*?)\s*$")
 MAX_PROBLEMS_KEPT = 5
+# runtime_heap_limit_bytes values that mean "no heap cap", as memory.max writes "max".
+_NO_LIMIT = frozenset({"", "max", "none", "0"})
 
 
 class TraceError(ValueError):
@@ -103,7 +111,9 @@ class Trace:
     @property
     def runtime_heap_limit_bytes(self) -> int | None:
         raw = self.metadata.get("runtime_heap_limit_bytes")
-        return None if raw is None else _metadata_bytes(raw, "runtime_heap_limit_bytes")
+        if raw is None or raw.strip().lower() in _NO_LIMIT:
+            return None
+        return _metadata_bytes(raw, "runtime_heap_limit_bytes")
 
     @property
     def failure(self) -> Failure | None:
@@ -212,12 +222,13 @@ def parse_trace(text: str, name: str = "trace") -> Trace:
         )
 
     # Validate metadata the engine will use now, so a bad value is reported against the file.
-    if "runtime_heap_limit_bytes" in metadata:
-        _metadata_bytes(metadata["runtime_heap_limit_bytes"], "runtime_heap_limit_bytes")
+    heap_limit = metadata.get("runtime_heap_limit_bytes")
+    if heap_limit is not None and heap_limit.strip().lower() not in _NO_LIMIT:
+        _metadata_bytes(heap_limit, "runtime_heap_limit_bytes")
     if "failure_at" in metadata:
         _metadata_seconds(metadata["failure_at"], "failure_at")
 
-    samples: list[Sample] = []
+    rows: list[dict[str, Any]] = []
     skipped = 0
     problems: list[str] = []
 
@@ -262,17 +273,30 @@ def parse_trace(text: str, name: str = "trace") -> Trace:
             skip(line_number, f"time goes backwards ({t} after {last_t})")
             continue
         last_t = t
-        samples.append(Sample(**values))
+        rows.append(values)
 
     return Trace(
         name=name,
-        samples=tuple(samples),
+        samples=tuple(Sample(**values) for values in _carry_known_values(rows)),
         metadata=metadata,
         columns=columns,
         ignored_columns=tuple(ignored),
         skipped_rows=skipped,
         problems=tuple(problems),
     )
+
+
+def _carry_known_values(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fill the unknown cells of counter and ``alive`` columns with the last known value (the
+    first known one before it), in place."""
+    for field_name in _CARRIED_FIELDS:
+        first = next((row[field_name] for row in rows if field_name in row), None)
+        if first is None:
+            continue  # the column is absent or never readable: the Sample default stands
+        known = first
+        for row in rows:
+            known = row.setdefault(field_name, known)
+    return rows
 
 
 def _rows(body: Iterable[tuple[int, str]]) -> Iterable[tuple[int, list[str]]]:

@@ -66,6 +66,33 @@ def test_bench_lists_unreadable_files_and_still_scores_the_rest(tmp_path, capsys
     assert [t["name"] for t in report["policies"]["memoryguard"]["traces"]] == ["leak"]
 
 
+def test_a_trace_with_a_header_and_no_rows_is_scored_not_refused(tmp_path, capsys):
+    _leak_trace(tmp_path / "leak.csv", fail=True)
+    (tmp_path / "EMPTY.CSV").write_text("# workload: watched for no time\nt,anon,file,max\n")
+    code = cli.main(["bench", str(tmp_path), "--lead", "10", "--json"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 0 and report["errors"] == []
+    empty = {t["name"]: t for t in report["policies"]["memoryguard"]["traces"]}["EMPTY"]
+    assert empty["outcome"] == "ok" and empty["samples"] == 0
+    assert "EMPTY.CSV has no readable rows" in captured.err
+
+
+def test_a_leak_sampled_once_a_minute_is_forecast_and_prevented(tmp_path, capsys):
+    """A 10-minute window holds 10 one-minute samples, fewer than minSamples 20: the window
+    stretches to the newest 20 samples rather than never forecasting."""
+    lines = ["t,anon,file,max,oom_kill"]
+    for i in range(60):
+        anon = 20 * MIB + i * 4 * MIB
+        killed = anon > 250 * MIB
+        lines.append(f"{i * 60},{0 if killed else anon},{2 * MIB},{256 * MIB},{1 if killed else 0}")
+    (tmp_path / "coarse.csv").write_text("\n".join(lines) + "\n")
+    code, report = _bench(capsys, str(tmp_path), "--lead", "60", "--policy", "memoryguard")
+    assert code == 0
+    (score,) = report["policies"]["memoryguard"]["traces"]
+    assert score["outcome"] == "prevented", score
+
+
 def test_bench_policy_option_selects_policies(tmp_path, capsys):
     _leak_trace(tmp_path / "leak.csv", fail=True)
     _, report = _bench(capsys, str(tmp_path), "--policy", "threshold")

@@ -109,6 +109,30 @@ FAILURES = [
         {},
         2.0,
     ),
+    (
+        "a blank oom_kill cell is the last known count, not a drop to 0",
+        "t,anon,file,max,oom_kill\n0,1,1,9,2\n1,1,1,9,\n2,1,1,9,2\n3,1,1,9,?\n4,1,1,9,2\n",
+        {},
+        None,
+    ),
+    (
+        "a leading blank oom_kill cell takes the first known count",
+        "t,anon,file,max,oom_kill\n0,1,1,9,\n1,1,1,9,4\n2,1,1,9,4\n",
+        {},
+        None,
+    ),
+    (
+        "a kill after a blank cell still counts",
+        "t,anon,file,max,oom_kill\n0,1,1,9,0\n1,1,1,9,\n2,0,1,9,1\n",
+        {},
+        2.0,
+    ),
+    (
+        "a blank alive cell is not a process exit",
+        "t,anon,file,max,alive\n0,1,1,9,0\n1,1,1,9,\n2,1,1,9,0\n",
+        {},
+        None,
+    ),
 ]
 
 
@@ -116,6 +140,12 @@ FAILURES = [
 def test_failure_is_the_first_oom_kill_exit_or_failure_at(text, _, at):
     failure = parse_trace(text).failure
     assert (failure.t_seconds if failure else None) == at
+
+
+@pytest.mark.parametrize("value", ["max", "", "none", "0"], ids=["max", "empty", "none", "zero"])
+def test_a_heap_limit_metadata_that_says_no_limit_is_no_cap(value):
+    trace = parse_trace(f"# runtime_heap_limit_bytes: {value}\nt,anon,file,max\n0,1,1,9\n", "x")
+    assert trace.runtime_heap_limit_bytes is None
 
 
 def test_find_failure_reports_why():

@@ -173,13 +173,15 @@ def trace_files(paths: Sequence[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.glob("*.csv") if p.is_file()))
+            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() == ".csv" and p.is_file()))
         else:
             files.append(path)
     return files
 
 
 def load_traces(paths: Sequence[str]) -> tuple[list[Trace], list[dict[str, str]]]:
+    """Every trace that parses; the files that do not, as errors. A trace without a readable
+    row is still a trace (a workload watched for no time): it is scored, and warned about."""
     traces: list[Trace] = []
     errors: list[dict[str, str]] = []
     for path in trace_files(paths):
@@ -189,10 +191,17 @@ def load_traces(paths: Sequence[str]) -> tuple[list[Trace], list[dict[str, str]]
             errors.append({"name": path.stem, "path": str(path), "error": str(exc)})
             continue
         if not trace.samples:
-            errors.append({"name": path.stem, "path": str(path), "error": "no readable rows"})
-            continue
+            print(f"memoryguard bench: warning: {path} has no readable rows", file=sys.stderr)
         traces.append(trace)
     return traces, errors
+
+
+def _fails_at(trace: Trace, failure: Failure | None, unit: str) -> str:
+    if failure is None:
+        return "safe"
+    # Relative to the first row: recorders may write wall-clock seconds.
+    start = trace.samples[0].t_seconds if trace.samples else 0.0
+    return f"{failure.t_seconds - start:.0f}{unit}"
 
 
 def load_policy(guard: str | None, rollout_seconds: float | None, lead_seconds: float) -> Policy:
@@ -303,8 +312,7 @@ def render_markdown(traces: Sequence[Trace], scores: dict[str, PolicyScore], lea
         "|---|---|" + "---|" * len(names),
     ]
     for i, trace in enumerate(traces):
-        failure = scores[names[0]].traces[i].failure
-        fails = f"{failure.t_seconds - trace.samples[0].t_seconds:.0f} s" if failure else "safe"
+        fails = _fails_at(trace, scores[names[0]].traces[i].failure, " s")
         cells = " | ".join(_markdown_cell(scores[n].traces[i]) for n in names)
         lines.append(f"| {trace.name} | {fails} | {cells} |")
     lines += [
@@ -328,9 +336,7 @@ def render_table(traces: Sequence[Trace], scores: dict[str, PolicyScore], lead: 
     header = f"{'trace':<{width}}  {'fails at':>9}  " + "  ".join(f"{n:<24}" for n in names)
     lines = [header, "-" * len(header)]
     for i, trace in enumerate(traces):
-        failure = scores[names[0]].traces[i].failure
-        # Relative to the first row: recorders may write wall-clock seconds.
-        fails = f"{failure.t_seconds - trace.samples[0].t_seconds:.0f}s" if failure else "safe"
+        fails = _fails_at(trace, scores[names[0]].traces[i].failure, "s")
         cells = "  ".join(f"{_cell(scores[n].traces[i]):<24}" for n in names)
         lines.append(f"{trace.name:<{width}}  {fails:>9}  {cells}")
     lines.append("")

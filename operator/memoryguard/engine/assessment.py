@@ -114,6 +114,17 @@ def assess(
     latest = samples[-1]
     hi = len(samples)
     lo = bisect_left(samples, latest.t_seconds - policy.window_seconds, key=lambda s: s.t_seconds)
+    notes: tuple[str, ...] = ()
+    if hi - lo < policy.min_samples <= hi:
+        # Sampled more coarsely than the window can hold min_samples of (a trace written once a
+        # minute, a 10-minute window): the window reaches back to the newest min_samples
+        # samples instead of never forecasting at all.
+        lo = hi - policy.min_samples
+        notes += (
+            f"window stretched to {_duration(latest.t_seconds - samples[lo].t_seconds)} to hold "
+            f"{policy.min_samples} samples (sampled every "
+            f"{(latest.t_seconds - samples[lo].t_seconds) / (policy.min_samples - 1):.0f} s on average)",
+        )
     count = hi - lo
 
     usage = latest.usage_bytes
@@ -129,7 +140,8 @@ def assess(
     lines, runtime_note = failure_lines(
         latest, runtime_heap_limit_bytes, runtime_limit_source, swap_failing=swap_fails > 0
     )
-    notes = (runtime_note,) if runtime_note else ()
+    if runtime_note:
+        notes += (runtime_note,)
 
     numbers: dict[str, Any] = {
         "samples": count,

@@ -6,7 +6,8 @@ memory" when its V8 old space reaches 96 MiB, however large ``memory.max`` is; a
 limit — is the line to forecast. ``GOMEMLIMIT`` is different: the Go runtime collects harder as
 it approaches it but never dies because of it, so it is reported, never treated as a kill line.
 
-Pure string parsing: the operator passes the container's args and env from the pod spec.
+Pure string parsing: the operator passes the container's command, args and env from the pod
+spec (a shell wrapper's script string included).
 """
 
 from __future__ import annotations
@@ -107,13 +108,39 @@ def _go_soft_limit(value: str) -> int | None:
     return int(float(match.group(1)) * _GO_UNITS[match.group(2)])
 
 
+_ENV_ASSIGNMENT = re.compile(
+    r"^(NODE_OPTIONS|JAVA_TOOL_OPTIONS|JDK_JAVA_OPTIONS|GOMEMLIMIT)=(.*)$", re.DOTALL
+)
+
+
+def _command_tokens(args: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The command line as the runtime will see it, through a shell wrapper.
+
+    Containers often start their runtime from a script string (``sh -c "node
+    --max-old-space-size=96 app.js"``): an argument holding whitespace is also read as the words
+    the shell splits it into, and a ``NODE_OPTIONS=…`` (or JVM/Go) assignment among those words
+    sets that variable for the command, as the shell would.
+    """
+    tokens: list[str] = []
+    merged = dict(env)
+    for arg in args:
+        words = _split_options(arg) if any(c.isspace() for c in arg) else [arg]
+        for word in words:
+            match = _ENV_ASSIGNMENT.match(word)
+            if match and len(words) > 1:
+                merged[match.group(1)] = match.group(2)
+            else:
+                tokens.append(word)
+    return tokens, merged
+
+
 def parse_runtime_heap_limit(args: Sequence[str], env: Mapping[str, str]) -> RuntimeLimit:
     """Read Node.js, JVM and Go memory flags from a container's command line and environment.
 
     Node reads ``NODE_OPTIONS`` before its command line, so command-line flags win; the JVM reads
     ``JAVA_TOOL_OPTIONS``, then ``JDK_JAVA_OPTIONS``, then its command line.
     """
-    args = list(args)
+    args, env = _command_tokens(args, env)
     node_tokens = _split_options(env.get("NODE_OPTIONS", "")) + args
     node_heap = _node_heap_bytes(node_tokens)
     soft = _go_soft_limit(env["GOMEMLIMIT"]) if "GOMEMLIMIT" in env else None
