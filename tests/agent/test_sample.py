@@ -1,0 +1,58 @@
+"""`memoryguard sample`, the tick benchmark: run as the real command over fixture trees."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from tests.support.cgroup_tree import CgroupTree, MiB, build_node
+
+
+def sample(*args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "memoryguard.cli", "sample", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(("version", "driver"), [(2, "systemd"), (1, "cgroupfs")])
+def test_sample_reports_every_container_and_positive_tick_statistics(tmp_path, version, driver):
+    tree = build_node(tmp_path / "node", containers=30, version=version, driver=driver)
+    report = sample("--root", str(tree.root), "--repeat", "5", "--retention", "60", "--fill-rings")
+    assert report["containers"] == len(tree.containers) == 30
+    assert report["pods"] == len(tree.pods)
+    assert report["cgroup_version"] == version
+    assert report["ticks"] == 5
+    assert report["files_per_tick"] > 2 * 30  # at least usage and memory.stat of each container
+    for key in ("tick_seconds", "floor_tick_seconds", "tick_cpu_seconds", "floor_cpu_seconds"):
+        stats = report[key]
+        assert set(stats) == {"median", "p90", "max", "mean"}, key
+        assert 0 < stats["median"] <= stats["p90"] <= stats["max"], key
+    assert report["ratio_median_to_floor"] > 0
+    assert report["cpu_share_of_one_core_at_1hz"] > 0
+    assert report["rss_bytes"] > 0 and report["rss_peak_bytes"] >= report["rss_bytes"]
+    # --fill-rings: one fake second per tick over the whole retention, so every ring is full.
+    assert report["rings_filled"] is True and report["fill_ticks"] == 60
+    assert report["ring_bytes"] > 0
+    assert sum(report["errors"].values()) == 0, report["errors"]
+
+
+def test_sample_counts_a_malformed_file(tmp_path):
+    tree = CgroupTree(tmp_path / "cgroup", version=2, driver="systemd")
+    pod = tree.add_pod(qos="burstable", containers=1, max_bytes=256 * MiB)
+    tree.add_pod(qos="besteffort", containers=1)
+    tree.write_file(pod.uid, pod.containers[-1], "memory.max", "a lot\n")
+    report = sample("--root", str(tree.root), "--repeat", "20")
+    errors = report["errors"]
+    # Read (and found malformed) at the first full read and at every SLOW read after it: a
+    # malformed file is parsed and counted at every read, never skipped as unchanged.
+    assert errors["malformed"] >= 2, errors
+    assert sum(errors.values()) == errors["malformed"], errors
+    assert report["containers"] == 4
