@@ -2,8 +2,9 @@
 
 The output is `helm template --include-crds` of charts/memoryguard into the namespace
 ``memoryguard``, preceded by that Namespace (labelled for Pod Security Admission: the agent's
-hostPath volumes are outside the `baseline` level). tests/chart/test_deploy_manifests.py renders
-it again and fails when the committed file differs.
+hostPath volumes are outside the `baseline` level). tests/chart/test_chart_sources_in_sync.py
+(test_deploy_manifest_is_the_chart_rendered_with_defaults) renders it again and fails when the
+committed file differs.
 """
 
 from __future__ import annotations
