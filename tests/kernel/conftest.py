@@ -3,7 +3,10 @@
 Without QEMU or the fetched kernel the tier is skipped with the reason; in CI (CI=true) a
 missing piece fails instead, so the tier can never pass by not running.
 Set MEMORYGUARD_RECORD_TRACES=1 to copy each scenario's trace (written by `memoryguard record` in
-the guest) to tests/traces/kernel-<name>.csv, or to a directory's path to copy them there.
+the guest) to tests/traces/kernel-<name>.csv, or to a directory's path to copy them there. A
+batch may name a subdirectory for its traces: the guarded batch's go to guarded/, outside the
+corpus `memoryguard bench tests/traces` scores (it reads a directory's own *.csv only), since
+MemoryGuard acted on two of them while they were recorded and the third is its dry-run twin.
 """
 
 from __future__ import annotations
@@ -47,7 +50,14 @@ def scenario_batch(rig: Rig) -> ScenarioBatch:
     """Runs a batch of scenarios in one boot (once per session per batch name)."""
     done: dict[str, dict[str, ScenarioResult]] = {}
 
-    def run(batch: str, names: list[str], timeout_seconds: float, swap_mib: int = 0, agent: bool = False):
+    def run(
+        batch: str,
+        names: list[str],
+        timeout_seconds: float,
+        swap_mib: int = 0,
+        agent: bool = False,
+        trace_subdir: str = "",
+    ):
         if batch not in done:
             try:
                 done[batch] = run_scenarios(rig, batch, names, timeout_seconds, swap_mib, agent)
@@ -55,7 +65,7 @@ def scenario_batch(rig: Rig) -> ScenarioBatch:
                 pytest.fail(str(exc), pytrace=False)
             target = os.environ.get("MEMORYGUARD_RECORD_TRACES", "")
             if target:
-                directory = TRACES_DIR if target == "1" else Path(target)
+                directory = (TRACES_DIR if target == "1" else Path(target)) / trace_subdir
                 directory.mkdir(parents=True, exist_ok=True)
                 for name, result in done[batch].items():
                     if result.trace_path.is_file():

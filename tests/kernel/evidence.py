@@ -54,3 +54,27 @@ class DecisionLog:
         ends = self.of_kind("end")
         assert ends, "the stand-in did not finish (no 'end' entry)"
         return ends[-1]
+
+
+# What the kernel shows for a process holding no capability at all (/proc/<pid>/status, hex).
+NO_CAPABILITIES = "0000000000000000"
+CAPABILITY_SETS = ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb")
+
+
+def agent_credentials(run_dir: Path) -> dict[str, list[str]]:
+    """``agent.status`` of a boot (lib.sh agent_status): ``cmdline`` and the Uid, Gid, Cap* and
+    NoNewPrivs fields of the agent's /proc/<pid>/status, each split into its words."""
+    text = (run_dir / "agent.status").read_text()
+    assert not text.startswith("gone"), text
+    pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return {key: value.split() for key, value in pairs}
+
+
+def assert_runs_as_the_chart_runs_the_agent(credentials: dict[str, list[str]]) -> None:
+    """uid 0, every capability set empty, no new privileges: charts/memoryguard/values.yaml."""
+    shown = "\n".join(f"{k}: {' '.join(v)}" for k, v in credentials.items())
+    assert "memoryguard agent" in " ".join(credentials.get("cmdline", [])), shown
+    assert credentials["Uid"] == ["0"] * 4, shown
+    for name in CAPABILITY_SETS:
+        assert credentials[name] == [NO_CAPABILITIES], f"{name} is not empty:\n{shown}"
+    assert credentials["NoNewPrivs"] == ["1"], shown

@@ -128,6 +128,8 @@ def missing_pieces() -> list[str]:
         missing.append(f"{QEMU_BINARY} (Debian package qemu-system-x86)")
     if not any(p.is_file() for p in BUSYBOX_CANDIDATES):
         missing.append("busybox (Debian package busybox-static)")
+    if shutil.which("setpriv") is None:
+        missing.append("setpriv (Debian package util-linux; the agent runs without capabilities)")
     if shutil.which("cpio") is None:
         missing.append("cpio (Debian package cpio)")
     if shutil.which("mkfs.ext4") is None:
@@ -335,7 +337,8 @@ class ScenarioResult:
 def scenario_job(names: list[str], swap_mib: int = 0, agent: bool = False) -> str:
     """A job that sets the node up once and runs the named scenarios side by side.
 
-    With ``agent`` the real MemoryGuard agent runs on the node for the whole job, and every
+    With ``agent`` the real MemoryGuard agent runs on the node for the whole job, as the chart
+    runs it (uid 0, no capabilities; its credentials at the end in ``agent.status``), and every
     recorded scenario also logs the engine's live decisions (``decisions.jsonl``).
     """
     unknown = [n for n in names if not (SCENARIO_DIR / f"{n}.sh").is_file()]
@@ -362,7 +365,8 @@ touch "$MG_GO_FILE"
 # Not a bare `wait`: the agent is a background job of this shell too.
 wait $scenario_pids
 log "all scenarios done"
-if [ -f agent.pid ]; then kill "$(cat agent.pid)"; fi
+# The agent's credentials at the end: the process that served every call of the batch.
+if [ -f agent.pid ]; then agent_status agent.status; kill "$(cat agent.pid)"; fi
 dmesg >dmesg.log
 """
 

@@ -52,10 +52,30 @@ STANDIN="$MG_REPO/tests/kernel/guest/standin.py"
 
 # The real MemoryGuard agent, sampling every container of this node once a second. Without
 # auth (loopback only) and with drop_caches allowed, so scenarios can exercise it.
+# Started the way the Helm chart runs it (charts/memoryguard/values.yaml, agent
+# securityContext): uid 0 with every capability dropped — empty bounding set, no inheritable
+# or ambient capabilities, so none effective or permitted after the exec — and no new
+# privileges (allowPrivilegeEscalation: false). The chart's claim is that owning the cgroup
+# files (uid 0) and being the initial namespace's root is all memory.reclaim and drop_caches
+# need; every reclaim and drop_caches in the tier goes through this process (agent_status).
 start_agent() { # log_file (AGENT_LISTEN: address to serve on, default loopback)
-  "$MG_REPO/.venv/bin/memoryguard" agent --insecure-no-auth --listen "${AGENT_LISTEN:-127.0.0.1:9732}" \
+  setpriv --bounding-set=-all --inh-caps=-all --ambient-caps=-all --no-new-privs \
+    "$MG_REPO/.venv/bin/memoryguard" agent --insecure-no-auth --listen "${AGENT_LISTEN:-127.0.0.1:9732}" \
     --node-name mg-guest --enable-drop-caches --drop-caches-min-interval 1s >"$1" 2>&1 &
   echo $! >agent.pid
+}
+
+# The running agent's credentials as the kernel holds them (setpriv execs the agent: same PID):
+# its command line, then the Uid/Gid, Cap* and NoNewPrivs lines of /proc/<pid>/status.
+agent_status() { # out_file
+  agent_pid=$(cat agent.pid)
+  if [ ! -d "/proc/$agent_pid" ]; then echo "gone: the agent (pid $agent_pid) is not running" >"$1"; return; fi
+  {
+    printf 'cmdline:'
+    tr '\0' ' ' <"/proc/$agent_pid/cmdline"
+    echo
+    grep -E '^(Uid|Gid|Cap[A-Za-z]+|NoNewPrivs):' "/proc/$agent_pid/status"
+  } >"$1"
 }
 
 # Blocks until the agent answers /healthz (its imports take a minute or two under TCG), so
@@ -311,4 +331,19 @@ run_recorded() { # cmd...
   } >outcome
   add_metadata record.csv outcome trace.csv
   log "done: $(grep '^# outcome' outcome)"
+}
+
+# The trace of a scenario whose pod the stand-in started and recorded (standin.py
+# --record-trace): record.csv with its outcome, as run_recorded leaves trace.csv. The outcome is
+# the stand-in's own line when MemoryGuard restarted the pod (the recording then ends with the
+# old pod stopped, alive 0, which is no failure of the workload), otherwise read from the trace.
+finish_standin_trace() {
+  if [ ! -s record.csv ]; then
+    log "the stand-in left no record.csv"
+    cat record.log 2>/dev/null
+    return 1
+  fi
+  if [ -f standin.outcome ]; then cat standin.outcome; else trace_outcome record.csv; fi >outcome
+  add_metadata record.csv outcome trace.csv
+  log "trace: $(grep '^# outcome' outcome)"
 }

@@ -3,7 +3,8 @@
     standin.py --pod-parent DIR --max-mib N [--high-mib N] [--swap-max-mib N]
                --seconds N --out DIR [--rollout-seconds N] [--dry-run]
                [--after-restart-seconds N] [--after-reclaim-seconds N] [--heap-limit-bytes N]
-               [--drop-caches-at-end LEVEL] [--ready-file F] [--go-file F] -- CMD...
+               [--drop-caches-at-end LEVEL] [--ready-file F] [--go-file F]
+               [--record-trace --workload TEXT] -- CMD...
     standin.py --watch CONTAINER_DIR --seconds N --out DIR [--heap-limit-bytes N] [--ready-file F]
 
 It starts CMD as a "pod": a kubepods-burstable-pod<uid>.slice with a
@@ -33,6 +34,13 @@ their pods one by one, each under a different load: once its imports are done an
 answers, a stand-in writes --ready-file, then waits for --go-file (the job's barrier) before it
 starts its pod. Its clock (``t``, ``--seconds``) starts at the go.
 Everything goes to OUT/decisions.jsonl, one JSON object a line, and OUT/summary.json at the end.
+
+With --record-trace the first pod is recorded as every other scenario is (lib.sh run_recorded):
+its process is held at a gate inside its cgroup, ``memoryguard record`` is started on the
+container and writes its first row, and only then (after the go) is the process released, so
+the trace (OUT/record.csv) starts with the container. The recording stops with that pod: at a
+restart (the rollout stops it: the trace's last row has ``alive`` 0, and OUT/standin.outcome
+says it was MemoryGuard, not a failure), or at the end, before the pod is stopped.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -66,6 +75,9 @@ AGENT_TIMEOUT_SECONDS = 30.0
 STOP_GRACE_SECONDS = 2.0
 AGENT_STARTUP_SECONDS = 300.0
 GO_TIMEOUT_SECONDS = 600.0
+RECORD_LINGER_SECONDS = 3  # as lib.sh's run_recorded
+RECORD_FIRST_ROW_SECONDS = 300.0  # `memoryguard record` imports for a while under TCG
+RECORD_STOP_SECONDS = 30.0
 
 
 @dataclasses.dataclass
@@ -80,6 +92,17 @@ class Pod:
     exited_monotonic: float | None = None  # set by the waiter thread the moment the process died
     exit_reported: bool = False
     stopping: bool = False  # the stand-in is stopping it (a restart): its death is no failure
+    gate: int | None = None  # write end of the pipe a held process waits on (start_pod held=True)
+
+    def release(self) -> None:
+        """Lets a held process exec its command; its age counts from now."""
+        if self.gate is None:
+            return
+        with contextlib.suppress(BrokenPipeError):  # the held shell is gone: watch_exit sees it
+            os.write(self.gate, b"go\n")
+        os.close(self.gate)
+        self.gate = None
+        self.started_monotonic = time.monotonic()
 
     def watch_exit(self) -> None:
         process = self.process
@@ -97,7 +120,9 @@ def _write(path: Path, value: str) -> None:
     path.write_text(value)
 
 
-def start_pod(args: argparse.Namespace, generation: int) -> Pod:
+def start_pod(args: argparse.Namespace, generation: int, held: bool = False) -> Pod:
+    """A fresh pod running the command; ``held``: the process waits in its cgroup (a shell
+    reading its stdin, a pipe) until ``Pod.release``, so a recorder sees it from the start."""
     uid = str(uuid.uuid4())
     container_id = os.urandom(32).hex()
     pod_dir = args.pod_parent / f"kubepods-burstable-pod{uid.replace('-', '_')}.slice"
@@ -117,12 +142,83 @@ def start_pod(args: argparse.Namespace, generation: int) -> Pod:
         with open(procs, "w") as f:
             f.write("0")
 
+    command: list[str] = args.command
+    stdin: int = subprocess.DEVNULL
+    gate_read = gate_write = None
+    if held:
+        # Blocking in preexec_fn would block Popen itself (it waits for the exec): a shell in
+        # the cgroup waits instead, and execs the command with the workload's usual stdin.
+        gate_read, gate_write = os.pipe()
+        command = ["sh", "-c", 'read -r _; exec "$@" </dev/null', "sh", *command]
+        stdin = gate_read
     process = subprocess.Popen(
-        args.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=enter_cgroup
+        command, stdout=log, stderr=subprocess.STDOUT, stdin=stdin, preexec_fn=enter_cgroup
     )
-    pod = Pod(uid, container_id, pod_dir, container_dir, process, time.monotonic())
+    if gate_read is not None:
+        os.close(gate_read)
+    pod = Pod(uid, container_id, pod_dir, container_dir, process, time.monotonic(), gate=gate_write)
     pod.watch_exit()
     return pod
+
+
+def start_recorder(args: argparse.Namespace, pod: Pod) -> subprocess.Popen[bytes]:
+    """``memoryguard record`` on the pod's container, with run_recorded's metadata."""
+    memoryguard = Path(sys.executable).with_name("memoryguard")
+    acting = (
+        "none: dry run, the engine's decisions were logged and nothing was carried out"
+        if args.dry_run
+        else "carried out while recording (reclaim through the agent, restart as a rollout): "
+        "the trace shows MemoryGuard's effect, it is no open-loop trace for bench"
+    )
+    meta = [
+        f"workload={args.workload}",
+        f"kernel=Debian {platform.release()}, cgroup v2, recorded in QEMU (TCG) by tests/kernel",
+        f"memory_max_bytes={args.max_mib * MIB}",
+        f"memoryguard_actions={acting}",
+    ]
+    if args.high_mib is not None:
+        meta.append(f"memory_high_bytes={args.high_mib * MIB}")
+    if args.heap_limit_bytes:
+        meta.append(f"runtime_heap_limit_bytes={args.heap_limit_bytes}")
+    command = [str(memoryguard), "record", str(pod.container_dir), "-o", str(args.out / "record.csv")]
+    command += [
+        "--interval",
+        "1",
+        "--linger",
+        str(RECORD_LINGER_SECONDS),
+        "--seconds",
+        str(args.seconds + 60),
+    ]
+    for item in meta:
+        command += ["--meta", item]
+    log = (args.out / "record.log").open("ab")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def wait_for_first_row(trace: Path, recorder: subprocess.Popen[bytes]) -> None:
+    """The header and one data row written: the recorder is watching."""
+    deadline = time.monotonic() + RECORD_FIRST_ROW_SECONDS
+    while True:
+        with contextlib.suppress(FileNotFoundError):
+            rows = [line for line in trace.read_text().splitlines() if line and not line.startswith("#")]
+            if len(rows) >= 2:
+                return
+        if recorder.poll() is not None:
+            raise SystemExit(f"standin: memoryguard record exited {recorder.returncode} (see record.log)")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"standin: memoryguard record wrote no row in {RECORD_FIRST_ROW_SECONDS:.0f} s")
+        time.sleep(0.2)
+
+
+def stop_recorder(recorder: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C, as a person ends a recording (it keeps every row); it may have ended already."""
+    if recorder.poll() is None:
+        recorder.send_signal(signal.SIGINT)
+    try:
+        recorder.wait(RECORD_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        recorder.kill()
+        recorder.wait()
 
 
 def watched_pod(container_dir: Path) -> Pod:
@@ -248,10 +344,16 @@ def main() -> int:
     parser.add_argument("--watch", type=Path, help="judge this container cgroup, started elsewhere (dry run)")
     parser.add_argument("--ready-file", type=Path, help="written once imported and the agent answers")
     parser.add_argument("--go-file", type=Path, help="wait for this file before starting (a barrier)")
+    parser.add_argument(
+        "--record-trace", action="store_true", help="record the first pod with `memoryguard record`"
+    )
+    parser.add_argument("--workload", default="", help="the trace's workload line (with --record-trace)")
     parser.add_argument("command", nargs="*")
     args = parser.parse_args()
     if bool(args.watch) == bool(args.command):
         parser.error("give either --watch CONTAINER_DIR or a command to start")
+    if args.record_trace and (args.watch or not args.workload):
+        parser.error("--record-trace records a pod this stand-in starts, and needs --workload")
     args.dry_run = args.dry_run or bool(args.watch)
     args.out.mkdir(parents=True, exist_ok=True)
     policy = build_policy(args)
@@ -283,13 +385,23 @@ def main() -> int:
         )
 
     wait_for_agent(args.agent, AGENT_STARTUP_SECONDS)
+    generation = 0
+    held: Pod | None = None
+    recorder: subprocess.Popen[bytes] | None = None
+    if args.record_trace:
+        held = start_pod(args, generation, held=True)
+        recorder = start_recorder(args, held)
+        wait_for_first_row(args.out / "record.csv", recorder)
     if args.ready_file:
         args.ready_file.write_text("ready\n")
     if args.go_file:
         wait_for_file(args.go_file, GO_TIMEOUT_SECONDS)
     started = time.monotonic()
-    generation = 0
-    pod = watched_pod(args.watch) if args.watch else start_pod(args, generation)
+    if held is not None:
+        held.release()
+        pod = held
+    else:
+        pod = watched_pod(args.watch) if args.watch else start_pod(args, generation)
     emit(
         "start",
         generation=generation,
@@ -370,6 +482,14 @@ def main() -> int:
             pod = start_pod(args, generation)
             events = stop_pod(old)
             generations.append({"pod_uid": old.uid, "events": events})
+            if restarted_mono is None and recorder is not None:
+                # The recorded pod was stopped by the rollout: its trace ends there, alive 0.
+                age = decided_mono - old.started_monotonic
+                (args.out / "standin.outcome").write_text(
+                    f"# outcome: restarted by MemoryGuard at pod age {age:.1f} s "
+                    f"(a rollout: fresh pod started, this one stopped), no kernel OOM kill "
+                    f"(oom_kill {events.get('oom_kill', 0)}); the trace ends with the stopped pod\n"
+                )
             restarted_mono = restarted_mono or decided_mono
             emit(
                 "restart",
@@ -389,6 +509,8 @@ def main() -> int:
             answer=agent_call(args.agent, "/v1/drop-caches", {"level": args.drop_caches_at_end}),
         )
     report_exit(pod)
+    if recorder is not None:
+        stop_recorder(recorder)  # before the pod is stopped: stopping it is no outcome of the workload
     if pod.container_dir.exists():
         generations.append({"pod_uid": pod.uid, "events": stop_pod(pod)})
     summary = {
