@@ -9,6 +9,7 @@ loop (KMock serves on it too, so everything in these tests is async).
 from __future__ import annotations
 
 import asyncio
+import copy
 import socket
 import threading
 import time
@@ -59,13 +60,23 @@ class Cluster:
             **extra,
         }
 
-    def add_guard(self, name: str, spec: dict[str, Any], namespace: str = NAMESPACE) -> dict[str, Any]:
+    def add_guard(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        namespace: str = NAMESPACE,
+        *,
+        status: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A MemoryGuard; ``status`` as a previous operator left it."""
         body = {
             "apiVersion": "memoryguard.io/v1alpha1",
             "kind": "MemoryGuard",
             "metadata": self._meta(name, namespace, generation=1),
             "spec": spec,
         }
+        if status is not None:
+            body["status"] = status
         self.kmock.objects[GUARDS, namespace, name] = body
         return body
 
@@ -127,6 +138,34 @@ class Cluster:
         self.kmock.objects["apps/v1/deployments", namespace, name] = deployment
         self.kmock.objects["apps/v1/replicasets", namespace, replicaset_name] = replicaset
         return deployment, replicaset
+
+    def add_rollable(
+        self, kind: str, name: str, labels: dict[str, str], *, namespace: str = NAMESPACE
+    ) -> dict[str, Any]:
+        """A StatefulSet or DaemonSet whose last rollout is complete."""
+        status: dict[str, Any] = {"observedGeneration": 1}
+        if kind == "StatefulSet":
+            status |= {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "currentReplicas": 1}
+        else:
+            status |= {"desiredNumberScheduled": 1, "updatedNumberScheduled": 1, "numberAvailable": 1}
+        spec: dict[str, Any] = {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": "x"}]},
+            },
+        }
+        if kind == "StatefulSet":
+            spec |= {"replicas": 1, "serviceName": name}
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": kind,
+            "metadata": self._meta(name, namespace, generation=1, labels=labels),
+            "spec": spec,
+            "status": status,
+        }
+        self.kmock.objects[f"apps/v1/{kind.lower()}s", namespace, name] = body
+        return body
 
     def add_pod(
         self,
@@ -208,10 +247,10 @@ class Cluster:
             if r.method == method.upper() and r.resource == wanted and r.subresource == subresource
         ]
 
-    def restart_patches(self, name: str | None = None) -> list[Any]:
+    def restart_patches(self, name: str | None = None, resource: str = "apps/v1/deployments") -> list[Any]:
         return [
             r
-            for r in self.requests("PATCH", "apps/v1/deployments")
+            for r in self.requests("PATCH", resource)
             if (name is None or r.name == name) and "memoryguard.io/restart-id" in str(r.data)
         ]
 
@@ -229,6 +268,15 @@ class Cluster:
 
     def deployment(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
         return dict(self.kmock.objects["apps/v1/deployments", namespace, name].raw)
+
+    def annotate_pod_template(
+        self, name: str, annotations: dict[str, str], namespace: str = NAMESPACE
+    ) -> None:
+        """Set pod-template annotations on a Deployment, as an earlier restart would have (before
+        the operator starts: no watch event is emitted)."""
+        body = copy.deepcopy(self.deployment(name, namespace))
+        body["spec"]["template"]["metadata"]["annotations"] = dict(annotations)
+        self.kmock.objects["apps/v1/deployments", namespace, name] = body
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ def deploy(
     name: str,
     *,
     bare: bool = False,
+    owner_kind: str = "Deployment",
     deployment_status: dict | None = None,
     anon_bytes: int = 60 * MiB,
     file_bytes: int = 10 * MiB,
@@ -44,13 +45,18 @@ def deploy(
     agent.tree.set(pod.uid, container_id, anon_bytes=anon_bytes, file_bytes=file_bytes, max_bytes=LIMIT_BYTES)
     labels = {"app": name}
     owner = None
-    if not bare:
+    if bare:
+        pass
+    elif owner_kind == "Deployment":
         _, replicaset = cluster.add_deployment(name, labels, status=deployment_status)
         owner = {
             "kind": "ReplicaSet",
             "name": replicaset["metadata"]["name"],
             "uid": replicaset["metadata"]["uid"],
         }
+    else:
+        workload = cluster.add_rollable(owner_kind, name, labels)
+        owner = {"kind": owner_kind, "name": name, "uid": workload["metadata"]["uid"]}
     pod_name = name if bare else f"{name}-7d9f8b6c5-x1y2z"
     cluster.add_pod(
         pod_name, uid=pod.uid, node=agent.node, labels=labels, containers={"app": container_id}, owner=owner

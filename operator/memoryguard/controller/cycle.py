@@ -14,6 +14,7 @@ restarts a workload that already recovered.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -25,10 +26,11 @@ from memoryguard.controller.agentclient import AgentClient, AgentError, NodeRead
 from memoryguard.controller.events import EventPoster
 from memoryguard.controller.executors import BLOCKED, DONE, ActionRequest, Actuator, Outcome, intent_landed
 from memoryguard.controller.history import HistoryStore
+from memoryguard.controller.inflight import RestartsInFlight, workload_from_target
 from memoryguard.controller.judgement import Judgement, judge, recorded
 from memoryguard.controller.kubeapi import KubeApi, KubeApiError
 from memoryguard.controller.ledger import DONE as LEDGER_DONE
-from memoryguard.controller.ledger import FAILED, INTENT, Entry, Ledger, action_id, rfc3339
+from memoryguard.controller.ledger import FAILED, INTENT, Entry, Ledger, action_id, parse_rfc3339, rfc3339
 from memoryguard.controller.metrics import ContainerForecast, OperatorMetrics
 from memoryguard.controller.owners import (
     UnsupportedOwner,
@@ -71,6 +73,7 @@ class AgentEndpoint:
 class PendingEviction:
     request: ActionRequest
     not_before_seconds: float
+    first_seconds: float  # when the eviction was first asked for
 
 
 @dataclass
@@ -84,6 +87,9 @@ class GuardState:
     writer: StatusWriter
     ledger: Ledger
     limiter: LimiterState = field(default_factory=LimiterState)
+    # Budgets spent by dry-run decisions: kept apart, so a week in dry run does not hold back
+    # the first real restart once dryRun is turned off.
+    dry_run_limiter: LimiterState = field(default_factory=LimiterState)
     conditions: Conditions = field(default_factory=Conditions)
     loaded: bool = False
     last_action: str = ""
@@ -98,10 +104,28 @@ class GuardState:
     status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     status_pending: tuple[dict[str, Any], float] | None = None
     status_task: asyncio.Task[None] | None = None
+    # The objects in status as last read or written (rateLimit): a merge patch keeps keys it
+    # does not mention, so the ones dropped since must be sent as null.
+    status_on_server: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def limiter_for(self, policy: Policy) -> LimiterState:
+        return self.dry_run_limiter if policy.dry_run else self.limiter
+
+    def set_limiter(self, policy: Policy, limiter: LimiterState) -> None:
+        if policy.dry_run:
+            self.dry_run_limiter = limiter
+        else:
+            self.limiter = limiter
+
+    def rate_limit_status(self) -> dict[str, Any]:
+        body = self.limiter.to_dict()
+        if self.dry_run_limiter.last_seconds or self.dry_run_limiter.restart_times_seconds:
+            body["dryRun"] = self.dry_run_limiter.to_dict()
+        return body
 
 
 @dataclass
@@ -116,6 +140,7 @@ class Runtime:
     metrics: OperatorMetrics
     clock: Callable[[], float] = time.time
     guards: dict[str, GuardState] = field(default_factory=dict)
+    in_flight: RestartsInFlight = field(default_factory=RestartsInFlight)
 
     async def drain_status(self, timeout_seconds: float = 5.0) -> None:
         """Wait for the status writes still in flight (at shutdown)."""
@@ -212,7 +237,7 @@ async def run_cycle(
     metrics.keep_forecasts(state.key, lambda k, f: k in live and f.node not in degraded)
     # An action's series goes with its pod: the restarted pod's too, once it has left.
     metrics.keep_pod_actions(state.key, live.__contains__)
-    await _retry_evictions(runtime, state, now)
+    await _retry_evictions(runtime, state, now, degraded)
 
     watched_count = len(watched)
     at_risk_pods = len({row.pod for row in rows})
@@ -256,7 +281,7 @@ async def run_cycle(
         "conditions": state.conditions.to_status(),
         "atRisk": at_risk_table(rows, runtime.config.at_risk_size),
         "ledger": state.ledger.to_status(),
-        "rateLimit": state.limiter.to_dict(),
+        "rateLimit": state.rate_limit_status(),
     }
     if generation is None:
         del body["observedGeneration"]
@@ -313,14 +338,42 @@ async def _drain_status(runtime: Runtime, state: GuardState) -> None:
 
 
 async def _send_status(runtime: Runtime, state: GuardState, body: Mapping[str, Any]) -> bool:
+    patch = merge_patch(state.status_on_server, body)
     try:
-        await runtime.api.patch_guard_status(state.namespace, state.name, body)
+        await runtime.api.patch_guard_status(state.namespace, state.name, patch)
     except KubeApiError as exc:
         runtime.metrics.status_writes.labels("failed").inc()
         log.warning("status of %s not written: %s", state.key, exc)
         return False
     runtime.metrics.status_writes.labels("ok").inc()
+    state.status_on_server.update({k: v for k, v in body.items() if isinstance(v, Mapping)})
     return True
+
+
+def merge_patch(on_server: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` as a JSON merge patch that leaves the server holding exactly ``body``'s objects.
+
+    A merge patch adds and replaces keys but keeps the ones it does not mention: the rate
+    limiter's expired entries would stay in status for good (and the live status would never
+    match what was meant, so it would be rewritten forever). Keys of an object the server holds
+    that ``body``'s version of it lacks are sent as ``null``. Top-level fields ``body`` does not
+    carry are left alone (an intent's patch carries only the ledger and the budgets)."""
+
+    def replace(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {key: None for key in old if key not in new}
+        for key, value in new.items():
+            previous = old.get(key)
+            if isinstance(value, Mapping) and isinstance(previous, Mapping):
+                value = replace(previous, value)
+            out[key] = value
+        return out
+
+    patch = dict(body)
+    for key, value in body.items():
+        previous = on_server.get(key)
+        if isinstance(value, Mapping) and isinstance(previous, Mapping):
+            patch[key] = replace(previous, value)
+    return patch
 
 
 async def _ask_node(
@@ -462,11 +515,17 @@ async def _judge_container(
         policy,
         container,
         target,
-        state.limiter,
+        state.limiter_for(policy),
         agent_now_seconds=reading.now_seconds,
         now_seconds=now,
     )
-    wants_restart = first.decision.action is Action.RESTART or first.decision.wanted is Action.RESTART
+    wanted = (first.decision.action, first.decision.wanted)
+    wants_restart = Action.RESTART in wanted or Action.EVICT in wanted
+    cap = runtime.config.max_concurrent_restarts
+    in_flight = 0
+    if wants_restart and cap is not None:
+        in_flight = await runtime.in_flight.count(runtime.api, now)
+        runtime.metrics.restarts_in_flight.set(in_flight)
     if wants_restart and pod.owner is not None:
         # The restart cooldown is kept per workload: resolve it (ReplicaSets once) and plan again.
         try:
@@ -493,9 +552,11 @@ async def _judge_container(
                 policy,
                 container,
                 target,
-                state.limiter,
+                state.limiter_for(policy),
                 agent_now_seconds=reading.now_seconds,
                 now_seconds=now,
+                restarts_in_flight=in_flight,
+                max_concurrent_restarts=cap,
             )
         else:
             judgement = first
@@ -503,6 +564,18 @@ async def _judge_container(
         judgement = first
         if pod.owner is None:
             workload = Workload("Pod", pod.namespace, pod.name)
+            if wants_restart and cap is not None:
+                judgement = judge(
+                    samples,
+                    policy,
+                    container,
+                    target,
+                    state.limiter_for(policy),
+                    agent_now_seconds=reading.now_seconds,
+                    now_seconds=now,
+                    restarts_in_flight=in_flight,
+                    max_concurrent_restarts=cap,
+                )
     assessment, decision = judgement.assessment, judgement.decision
     export_forecast(
         runtime.metrics, state.key, pod, container, assessment, now - (reading.now_seconds - latest.t_seconds)
@@ -708,14 +781,15 @@ async def _act(
         dryRun=policy.dry_run,
     )
     # The intent and the budget it consumes reach the API server before the action does.
-    previous_limiter = state.limiter
+    previous_limiter = state.limiter_for(policy)
     state.ledger.add(entry)
-    state.limiter = recorded(state.limiter, policy, action, target, now)
-    intent_status = {"ledger": state.ledger.to_status(), "rateLimit": state.limiter.to_dict()}
+    await _give_up_overflowing_evictions(runtime, state, now)
+    state.set_limiter(policy, recorded(previous_limiter, policy, action, target, now))
+    intent_status = {"ledger": state.ledger.to_status(), "rateLimit": state.rate_limit_status()}
     if not await _write_status(runtime, state, intent_status, now):
         # No recorded intent, no action: the next cycle decides again.
         state.ledger.entries = [e for e in state.ledger.entries if e.id != entry.id]
-        state.limiter = previous_limiter
+        state.set_limiter(policy, previous_limiter)
         return None
 
     outcome = await runtime.actuator.perform(request)
@@ -732,7 +806,10 @@ async def _finish(
     finished = runtime.clock()
     if outcome.state == BLOCKED:
         delay = max(outcome.retry_after_seconds or EVICTION_RETRY_SECONDS, 1.0)
-        state.pending_evictions[request.id] = PendingEviction(request, now + delay)
+        first = state.pending_evictions.get(request.id)
+        state.pending_evictions[request.id] = PendingEviction(
+            request, now + delay, first.first_seconds if first else now
+        )
         state.ledger.update_message(request.id, f"{outcome.message}; retrying in {delay:.0f}s")
         metrics.actions.labels(state.key, request.action.value, "blocked").inc()
         export_action(metrics, request, outcome, "blocked", finished)
@@ -762,6 +839,8 @@ async def _finish(
         if done:
             mode = "dry-run " if request.dry_run else ""
             state.last_action = f"{mode}{request.action.value} {request.target} {rfc3339(now)}"
+            if request.action.disruptive and request.workload is not None and not request.dry_run:
+                runtime.in_flight.add(request.workload, now)
         await runtime.events.post(pod_event, type_, reason, text)
         await runtime.events.post(_guard(state), type_, reason, f"pod {request.pod}: {text}")
     # The outcome goes out in the background, in order after the intent: the action is done,
@@ -771,7 +850,7 @@ async def _finish(
         state,
         {
             "ledger": state.ledger.to_status(),
-            "rateLimit": state.limiter.to_dict(),
+            "rateLimit": state.rate_limit_status(),
             "lastAction": state.last_action,
         },
         runtime.clock(),
@@ -815,25 +894,77 @@ def _event_reason(action: Action, done: bool) -> tuple[str, str]:
     return (ok, ev.NORMAL) if done else (failed, ev.WARNING)
 
 
-async def _retry_evictions(runtime: Runtime, state: GuardState, now: float) -> None:
+async def _retry_evictions(
+    runtime: Runtime, state: GuardState, now: float, degraded: Mapping[str, str | None]
+) -> None:
     for pending in list(state.pending_evictions.values()):
-        if now < pending.not_before_seconds:
+        if now - pending.first_seconds >= runtime.config.eviction_give_up_seconds:
+            await _give_up_eviction(
+                runtime,
+                state,
+                pending,
+                now,
+                f"a PodDisruptionBudget refused it for {(now - pending.first_seconds) / 60:.0f} min",
+            )
+            continue
+        if now < pending.not_before_seconds or pending.request.node in degraded:
+            # Not while the pod's node is Degraded: the numbers that asked for it may be stale.
             continue
         outcome = await runtime.actuator.perform(pending.request)
         await _finish(runtime, state, pending.request, outcome, now)
+
+
+async def _give_up_eviction(
+    runtime: Runtime, state: GuardState, pending: PendingEviction, now: float, why: str
+) -> None:
+    request = pending.request
+    state.pending_evictions.pop(request.id, None)
+    message = f"eviction of pod {request.pod} given up: {why}; the next decision starts afresh"
+    state.ledger.resolve(request.id, FAILED, message=message, finished_seconds=now)
+    runtime.metrics.actions.labels(state.key, request.action.value, "failed").inc()
+    pod_event = ev.pod_ref(request.namespace, request.pod, request.pod_uid)
+    await runtime.events.post(pod_event, ev.WARNING, ev.EVICTION_FAILED, f"{message}. {request.reason}")
+    await runtime.events.post(_guard(state), ev.WARNING, ev.EVICTION_FAILED, message)
+
+
+async def _give_up_overflowing_evictions(runtime: Runtime, state: GuardState, now: float) -> None:
+    """The ledger never drops an unresolved intent to make room, but status holds at most
+    ``ledger_size`` entries (the CRD's maxItems: a longer ledger would make every status write
+    fail, intents included). The only intents that live long are evictions a
+    PodDisruptionBudget keeps refusing: the oldest of those are given up."""
+    for entry in state.ledger.overflowing_intents():
+        pending = state.pending_evictions.get(entry.id)
+        if pending is not None:
+            await _give_up_eviction(
+                runtime, state, pending, now, f"the ledger holds at most {state.ledger.size} entries"
+            )
+    state.ledger.trim()
 
 
 async def _load(runtime: Runtime, state: GuardState, status: Mapping[str, Any], now: float) -> None:
     """First cycle after (re)start: take budgets, ledger and conditions back from status, and
     settle every intent left without an outcome by looking at the world, never by acting again."""
     state.ledger = Ledger.from_status(status.get("ledger"), size=runtime.config.ledger_size)
+    rate_limit = status.get("rateLimit")
+    if isinstance(rate_limit, Mapping):
+        state.status_on_server["rateLimit"] = json.loads(json.dumps(rate_limit))
     try:
-        state.limiter = LimiterState.from_dict(status.get("rateLimit"))
+        state.limiter = LimiterState.from_dict(rate_limit)
+        dry_run = rate_limit.get("dryRun") if isinstance(rate_limit, Mapping) else None
+        state.dry_run_limiter = LimiterState.from_dict(dry_run)
     except ValueError as exc:
         log.warning("%s: ignoring unreadable status.rateLimit: %s", state.key, exc)
         state.limiter = LimiterState()
+        state.dry_run_limiter = LimiterState()
     state.conditions = Conditions.from_status(status.get("conditions"))
     state.last_action = str(status.get("lastAction") or "")
+    for entry in state.ledger.entries:
+        # Rollouts this guard started before the operator restarted may still be under way.
+        started = parse_rfc3339(entry.time)
+        workload = workload_from_target(state.namespace, entry.target)
+        disruptive = entry.action in (Action.RESTART.value, Action.EVICT.value)
+        if disruptive and entry.state == LEDGER_DONE and not entry.dryRun and workload and started:
+            runtime.in_flight.add(workload, started)
     for entry in state.ledger.pending():
         if entry.dryRun:
             state.ledger.resolve(
@@ -865,6 +996,7 @@ async def _load(runtime: Runtime, state: GuardState, status: Mapping[str, Any], 
             # Not evicted yet (a PodDisruptionBudget held it, or the operator died first): evicting
             # the same pod again is what the intent asked for, and the budget is already counted.
             state.ledger.update_message(entry.id, "re-trying after operator restart")
+            asked = parse_rfc3339(entry.time)
             state.pending_evictions[entry.id] = PendingEviction(
                 ActionRequest(
                     id=entry.id,
@@ -881,6 +1013,7 @@ async def _load(runtime: Runtime, state: GuardState, status: Mapping[str, Any], 
                     reason=entry.reason,
                 ),
                 now,
+                asked if asked is not None else now,
             )
         else:
             state.ledger.resolve(

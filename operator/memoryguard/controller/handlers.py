@@ -29,6 +29,7 @@ from memoryguard.controller.agentclient import AgentClient, TokenSource
 from memoryguard.controller.cycle import Runtime, run_cycle
 from memoryguard.controller.events import EventPoster
 from memoryguard.controller.executors import Actuator
+from memoryguard.controller.inflight import RestartsInFlight
 from memoryguard.controller.informer import PodInformer
 from memoryguard.controller.judgement import SpecError, policy_from_spec
 from memoryguard.controller.kubeapi import KubeApi, KubeApiError, client_configuration
@@ -70,6 +71,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         actuator=Actuator(api, agents, clock=memo.get("clock") or _wall_clock, retries=config.api_retries),
         events=EventPoster(api),
         metrics=metrics,
+        in_flight=RestartsInFlight(max_seconds=config.restart_in_flight_max_seconds),
     )
     memo.runtime = runtime
     memo.informer = PodInformer(api, config, metrics=metrics)

@@ -55,6 +55,7 @@ def judge(
     agent_now_seconds: float,
     now_seconds: float,
     restarts_in_flight: int = 0,
+    max_concurrent_restarts: int | None = None,
 ) -> Judgement:
     """Assess one container's history and plan one action for it.
 
@@ -81,6 +82,7 @@ def judge(
         limiter=limiter,
         now_seconds=now_seconds,
         restarts_in_flight=restarts_in_flight,
+        max_concurrent_restarts=max_concurrent_restarts,
     )
     return Judgement(assessment, decision)
 

@@ -24,6 +24,14 @@ def rfc3339(t_seconds: float) -> str:
     return datetime.fromtimestamp(t_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_rfc3339(text: str) -> float | None:
+    """Seconds since the epoch of an ``rfc3339()`` stamp (any RFC 3339 time); None if unreadable."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (AttributeError, ValueError):
+        return None
+
+
 def action_id(guard_uid: str, action: str, target: str, now_seconds: float) -> str:
     """Unique per guard, action, target and millisecond; short enough for an annotation value."""
     digest = hashlib.sha256(f"{guard_uid}|{action}|{target}|{now_seconds:.3f}".encode()).hexdigest()[:10]
@@ -71,12 +79,22 @@ class Ledger:
 
     def add(self, entry: Entry) -> None:
         self.entries.append(entry)
-        # Never drop an unresolved intent to make room: it is what prevents a repeated action.
+        self.trim()
+
+    def trim(self) -> None:
+        """Drop the oldest resolved entries beyond ``size``. Never an unresolved intent: it is
+        what prevents a repeated action (see ``overflowing_intents``)."""
         while len(self.entries) > self.size:
             oldest_resolved = next((i for i, e in enumerate(self.entries) if e.state != INTENT), None)
             if oldest_resolved is None:
                 break
             del self.entries[oldest_resolved]
+
+    def overflowing_intents(self) -> list[Entry]:
+        """The oldest intents that keep the ledger above ``size`` even with every resolved
+        entry dropped: the caller must settle them before the ledger fits again."""
+        intents = self.pending()
+        return intents[: max(0, len(intents) - self.size)]
 
     def resolve(
         self, entry_id: str, state: str, *, message: str = "", finished_seconds: float

@@ -79,6 +79,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "by 2%% of its limit; containers at risk are judged every cycle (default: %(default)s)",
     )
 
+    cycle.add_argument(
+        "--max-concurrent-restarts",
+        type=int,
+        default=3,
+        help="cluster-wide: at most this many MemoryGuard restarts and evictions rolling out at once, "
+        "across all guards; 0: no cap (default: %(default)s)",
+    )
+    cycle.add_argument(
+        "--restart-in-flight-max-seconds",
+        type=float,
+        default=1800.0,
+        help="a restart counts as rolling out until its rollout completes, or this long at most "
+        "(default: %(default)s)",
+    )
+
     agents = parser.add_argument_group("agents")
     agents.add_argument(
         "--agent-namespace",
@@ -160,6 +175,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         status_refresh_seconds=args.status_refresh_seconds,
         history_step_seconds=args.history_step_seconds,
         assess_max_interval_seconds=args.judge_interval_seconds,
+        max_concurrent_restarts=args.max_concurrent_restarts or None,
+        restart_in_flight_max_seconds=args.restart_in_flight_max_seconds,
         agent_namespace=args.agent_namespace or None,
         agent_labels=labels,
         agent_url_template=args.agent_url_template,

@@ -188,6 +188,12 @@ class OperatorMetrics:
             ["guard"],
             registry=r,
         )
+        self.restarts_in_flight = Gauge(
+            "memoryguard_operator_restarts_in_flight",
+            "Restarts and evictions by MemoryGuard still rolling out, across all guards, as last "
+            "counted (when a restart was wanted): the number the --max-concurrent-restarts cap holds.",
+            registry=r,
+        )
         self.samples_ingested = Counter(
             "memoryguard_operator_samples_ingested", "Samples received from agents.", ["guard"], registry=r
         )

@@ -61,6 +61,14 @@ class OperatorConfig:
     api_timeout_seconds: float = 10.0
     api_retries: int = 4
     api_threads: int = 32  # the synchronous client's calls in flight at once
+    # Cluster-wide: MemoryGuard restarts (and evictions) rolling out at once, across every
+    # guard; None: no cap. One stays in flight until its rollout completes, at most
+    # restart_in_flight_max_seconds.
+    max_concurrent_restarts: int | None = 3
+    restart_in_flight_max_seconds: float = 1800.0
+    # A PodDisruptionBudget that has refused an eviction for this long is not about to allow
+    # it: the intent is given up (with an Event), and the engine decides afresh on fresh numbers.
+    eviction_give_up_seconds: float = 3600.0
     # Bounded status tables.
     ledger_size: int = 50
     at_risk_size: int = 20
