@@ -275,6 +275,7 @@ log "agent ready"
   --namespace {NAMESPACE} --node {NODE} --workloads workloads.json --out kubelet \\
   --seconds {DEMO_SECONDS:.0f} >kubelet.log 2>&1
 log "kubelet stand-in done"
+agent_status agent.status
 kill "$(cat agent.pid)"
 dmesg >dmesg.log
 """
