@@ -190,7 +190,7 @@ async def test_injected_api_errors_are_retried_without_a_double_restart(
     kmock = cluster.kmock
     # KMock stores a PATCH before it answers: the first write lands, its answer is an error.
     kmock["patch", kmock.resource("apps/v1/deployments")][:1] << status
-    # The intent's status write fails once too: it must be retried by a later cycle, not lost.
+    # A status write fails once too (a lost intent write: tests/operator/test_operator_safety.py).
     (
         kmock["patch", kmock.resource("memoryguard.io/v1alpha1/memoryguards"), kmock.subresource("status")][
             :1
@@ -207,8 +207,16 @@ async def test_injected_api_errors_are_retried_without_a_double_restart(
         await asyncio.sleep(3)
     patches = cluster.restart_patches("web")
     assert len(patches) == 1, f"one restart patch despite the {status}: {len(patches)}"
-    deployment_reads = cluster.requests("GET", "apps/v1/deployments")
-    assert deployment_reads, "the retry read the workload back before patching again"
+    requests = list(kmock)
+    failed_at = requests.index(patches[0])
+    read_back = [
+        r
+        for r in requests[failed_at + 1 :]
+        if r.method == "GET" and r.resource == kmock.resource("apps/v1/deployments") and r.name == "web"
+    ]
+    assert read_back, "the retry read the workload back after the failed patch"
+    (entry,) = [e for e in _ledger(cluster, "web") if e["action"] == "restart"]
+    assert "confirmed on retry" in entry["message"], entry
 
 
 async def test_bare_pod_is_evicted_and_a_disruption_budget_429_waits_with_an_event(

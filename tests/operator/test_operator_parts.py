@@ -4,18 +4,20 @@ history thinning, the bounded ledger, when status is worth writing."""
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from memoryguard.controller.cycle import agent_endpoint
+from memoryguard.controller.cycle import agent_endpoint, merge_patch
 from memoryguard.controller.history import ContainerHistory
+from memoryguard.controller.inflight import workload_from_target
 from memoryguard.controller.kubeapi import resource_of
 from memoryguard.controller.ledger import DONE, INTENT, Entry, Ledger, action_id, rfc3339
 from memoryguard.controller.owners import cannot_roll, rollout_in_progress
 from memoryguard.controller.pods import Selector, pod_info
 from memoryguard.controller.settings import OperatorConfig
-from memoryguard.controller.status import StatusWriter
+from memoryguard.controller.status import AtRiskRow, StatusWriter, at_risk_table
 from memoryguard.engine.model import Sample
 
 MiB = 1024 * 1024
@@ -255,6 +257,83 @@ def test_ledger_stays_bounded_but_never_drops_an_unresolved_intent() -> None:
     assert resolved is not None and resolved.finishedTime == "1970-01-01T00:00:10Z"
     roundtrip = Ledger.from_status(ledger.to_status(), size=3)
     assert roundtrip.entries == ledger.entries
+
+
+def test_a_ledger_full_of_intents_names_the_oldest_ones_to_settle() -> None:
+    ledger = Ledger(size=2)
+    for i in range(4):
+        ledger.add(Entry(id=f"e{i}", time=rfc3339(i), action="evict", target=f"pod/p{i}"))
+    assert len(ledger.entries) == 4, "intents are not dropped to make room"
+    assert [e.id for e in ledger.overflowing_intents()] == ["e0", "e1"]
+    for entry in ledger.overflowing_intents():
+        ledger.resolve(entry.id, "failed", message="given up", finished_seconds=9)
+    ledger.trim()
+    assert [e.id for e in ledger.entries] == ["e2", "e3"] and ledger.overflowing_intents() == []
+
+
+@pytest.mark.parametrize(
+    ("on_server", "body", "patch"),
+    [
+        (
+            {"rateLimit": {"last": {"restart deployment/old": 1.0, "restart deployment/web": 2.0}}},
+            {"rateLimit": {"last": {"restart deployment/web": 3.0}, "restarts": [3.0]}},
+            {
+                "rateLimit": {
+                    "last": {"restart deployment/old": None, "restart deployment/web": 3.0},
+                    "restarts": [3.0],
+                }
+            },
+        ),
+        (
+            {"rateLimit": {"last": {}, "dryRun": {"last": {"restart deployment/web": 1.0}}}},
+            {"rateLimit": {"last": {}}, "podsWatched": 3},
+            {"rateLimit": {"last": {}, "dryRun": None}, "podsWatched": 3},
+        ),
+        (
+            {"rateLimit": {"last": {"a": 1.0}}, "lastAction": "x"},
+            {"ledger": [{"id": "i"}]},
+            {"ledger": [{"id": "i"}]},
+        ),
+    ],
+    ids=["an expired entry is deleted", "a dropped sub-object is deleted", "fields not in the body stay"],
+)
+def test_status_merge_patch_deletes_what_the_body_no_longer_holds(
+    on_server: dict, body: dict, patch: dict
+) -> None:
+    assert merge_patch(on_server, body) == patch
+
+
+def test_at_risk_table_keeps_the_nearest_to_their_limit_and_no_more() -> None:
+    def row(pod: str, eta: float | None, used: float) -> AtRiskRow:
+        fc = (
+            None
+            if eta is None
+            else SimpleNamespace(eta_seconds=eta, effective_limit_bytes=1, growth_bytes_per_second=1.0)
+        )
+        assessment = SimpleNamespace(
+            forecast=fc, used_fraction=used, numbers={}, verdict="x", usage_limit_bytes=1
+        )
+        return AtRiskRow(pod, "app", "n", assessment, "none", "why", 0.0)  # type: ignore[arg-type]
+
+    rows = [row("slow", 600, 0.5), row("full", None, 0.95), row("soon", 20, 0.5), row("fuller", None, 0.99)]
+    table = at_risk_table(rows, 3)
+    assert [r["pod"] for r in table] == ["soon", "slow", "fuller"]
+
+
+@pytest.mark.parametrize(
+    ("target", "kind"),
+    [
+        ("deployment/web", "Deployment"),
+        ("statefulset/db", "StatefulSet"),
+        ("pod/batch", "Pod"),
+        ("pod/web-1/app", None),
+        ("node/node-a", None),
+        ("deployment/", None),
+    ],
+)
+def test_workloads_in_flight_are_read_back_from_ledger_targets(target: str, kind: str | None) -> None:
+    workload = workload_from_target("shop", target)
+    assert (workload.kind if workload else None) == kind
 
 
 def test_action_ids_differ_per_target_and_time() -> None:
