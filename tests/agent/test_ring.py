@@ -51,6 +51,24 @@ def test_a_row_round_trips_to_a_sample():
     assert sample.kernel_bytes is None  # never read: unknown, not zero
 
 
+@pytest.mark.parametrize("alive", [0, 1])
+def test_the_latest_reading_as_a_dict_is_what_the_sample_gives(alive):
+    values = values_with(
+        anon_bytes=123 * 1024 * 1024,
+        file_bytes=4097,
+        max_bytes=None,
+        high_bytes=2**30,
+        oom_kill=3,
+        psi_some_avg10=1234,
+        psi_full_avg10=None,
+        alive=alive,
+    )
+    as_dict = reading.values_as_dict(7.25, values)
+    expected = reading.sample_from_values(7.25, values).to_dict()
+    assert as_dict == expected and list(as_dict) == list(expected)
+    assert as_dict["psi_some_avg10"] == 12.34 and as_dict["alive"] is bool(alive)
+
+
 def test_values_beyond_the_encoding_saturate_instead_of_wrapping():
     values = values_with(anon_bytes=2**50, file_bytes=0, pgmajfault=2**40)
     row = new_row(values)

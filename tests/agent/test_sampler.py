@@ -153,9 +153,12 @@ def test_snapshot_has_the_agent_api_shape(tree):
     pod = tree.add_pod(qos="burstable", containers=1, anon_bytes=10 * MiB, max_bytes=GiB)
     sampler = make_sampler(tree)
     sampler.tick()
-    snap = sampler.snapshot(None, window_seconds=600)
+    brief = sampler.snapshot(None, window_seconds=600)
+    snap = sampler.snapshot(None, window_seconds=600, full=True)
 
     assert set(snap) == {"pods", "missing"}
+    for c in brief["pods"][0]["containers"]:
+        assert set(c) == {"container_id", "runtime", "cgroup_path", "latest", "window"}
     [entry] = snap["pods"]
     assert entry["pod_uid"] == pod.uid
     assert entry["qos"] == "burstable"

@@ -66,15 +66,52 @@ async def test_pods_returns_the_documented_shape_with_samples_that_rebuild(tree,
     assert pod["pod_uid"] == web_pod.uid and pod["qos"] == "burstable"
     assert pod["cgroup_path"].endswith(f"kubepods-burstable-pod{web_pod.uid.replace('-', '_')}.slice")
     container = next(c for c in pod["containers"] if c["container_id"] == app_id)
+    # Without detail=full: the samples only (what the operator polls for every second).
+    assert set(container) == {"container_id", "runtime", "cgroup_path", "latest", "window"}
     latest = Sample.from_dict(container["latest"])
     assert latest.anon_bytes == 100 * MiB and latest.file_bytes == 20 * MiB and latest.max_bytes == 256 * MiB
+    assert container["latest"] == latest.to_dict()
     assert container["runtime"] == "containerd"
-    assert container["events"]["oom_kill"] == 0
     window = container["window"]
     assert set(window["columns"]) <= SAMPLE_FIELD_NAMES and window["columns"][0] == "t_seconds"
     rows = [Sample.from_dict(dict(zip(window["columns"], row, strict=True))) for row in window["rows"]]
     assert [r.t_seconds for r in rows] == [START_SECONDS + 1, START_SECONDS + 2, START_SECONDS + 3]
     assert all(r.anon_bytes == 100 * MiB for r in rows)
+
+
+async def test_pods_detail_full_adds_the_cgroup_files(tree, web_pod):
+    app_id = web_pod.containers[-1]
+    tree.write_file(web_pod.uid, app_id, "memory.low", f"{16 * MiB}\n")
+    async with agent_app(tree.root) as agent:
+        agent.tick(count=2)
+        resp = await agent.client.get("/v1/pods", params={"uid": web_pod.uid, "detail": "full"})
+        body = await resp.json()
+        tree.set(web_pod.uid, app_id, anon_bytes=120 * MiB)  # the stat is read when asked
+        again = await (
+            await agent.client.get("/v1/pods", params={"uid": web_pod.uid, "detail": "full"})
+        ).json()
+    assert resp.status == 200
+    container = next(c for c in body["pods"][0]["containers"] if c["container_id"] == app_id)
+    assert set(container) == {
+        "container_id",
+        "runtime",
+        "cgroup_path",
+        "latest",
+        "stat",
+        "events",
+        "swap_events",
+        "pressure",
+        "limits",
+        "window",
+    }
+    assert container["stat"]["anon"] == 100 * MiB and container["stat"]["file"] == 20 * MiB
+    assert container["events"]["oom_kill"] == 0
+    assert set(container["pressure"]) == {"some", "full"}
+    assert container["limits"]["max_bytes"] == 256 * MiB and container["limits"]["low_bytes"] == 16 * MiB
+    assert len(container["window"]["rows"]) == 2
+    renewed = next(c for c in again["pods"][0]["containers"] if c["container_id"] == app_id)
+    assert renewed["stat"]["anon"] == 120 * MiB
+    assert Sample.from_dict(renewed["latest"]).anon_bytes == 100 * MiB  # the sample waits for a tick
 
 
 async def test_pods_sees_growth_between_ticks(tree, web_pod):
@@ -144,6 +181,7 @@ async def test_window_longer_than_retention_returns_what_the_ring_holds(tree, we
         ({"window_seconds": "nan"}, "window_seconds"),
         ({"since_seconds": "inf"}, "since_seconds"),
         ({"limit": "5"}, "limit"),
+        ({"detail": "everything"}, "detail"),
     ],
     ids=lambda v: str(v),
 )

@@ -66,6 +66,7 @@ async def agent_app(
     request_timeout_seconds: float = 30.0,
     retention_seconds: float = 1800.0,
     review_timeout_seconds: float = 5.0,
+    stream_chunk_bytes: int = 64 * 1024,
 ) -> AsyncIterator[AgentUnderTest]:
     """Serve the agent over ``root``; with ``api`` requests are authorized through it, else no auth."""
     clock = ManualClock()
@@ -86,6 +87,7 @@ async def agent_app(
         enable_drop_caches=enable_drop_caches,
         drop_caches_min_interval_seconds=drop_caches_min_interval_seconds,
         request_timeout_seconds=request_timeout_seconds,
+        stream_chunk_bytes=stream_chunk_bytes,
     )
     app = create_app(
         sampler,

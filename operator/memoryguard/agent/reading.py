@@ -25,6 +25,7 @@ from memoryguard.engine.model import Sample
 
 READING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Sample) if f.name != "t_seconds")
 WIDTH = len(READING_FIELDS)
+_SAMPLE_KEYS = ("t_seconds", *READING_FIELDS)
 _INDEX = {name: i for i, name in enumerate(READING_FIELDS)}
 ANON = _INDEX["anon_bytes"]
 FILE = _INDEX["file_bytes"]
@@ -114,6 +115,17 @@ def decode(t_seconds: float, row: Sequence[int]) -> list[Any]:
             out[slot + 1] = bool(stored)
         else:
             out[slot + 1] = stored << SHIFTS[slot]
+    return out
+
+
+def values_as_dict(t_seconds: float, values: Sequence[Any]) -> dict[str, Any]:
+    """``sample_from_values(t_seconds, values).to_dict()``, without the Sample (``asdict`` copies
+    every field through a generic path: for hundreds of containers per API answer it adds up)."""
+    out = dict(zip(_SAMPLE_KEYS, (t_seconds, *values), strict=True))
+    for slot in (PSI_SOME, PSI_FULL):
+        if values[slot] is not None:
+            out[READING_FIELDS[slot]] = values[slot] / 100
+    out["alive"] = bool(values[ALIVE])
     return out
 
 

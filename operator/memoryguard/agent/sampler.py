@@ -25,11 +25,12 @@ process's soft limit on open files for that, and lets them go in :meth:`close`.
 Interface used by the agent server (``server.py``, ``metrics.py``): :meth:`tick`, :meth:`run`,
 :attr:`cgroup_version`, :attr:`last_tick_t_seconds`, :attr:`container_count`, :attr:`errors`
 (cumulative, by kind: vanished, missing_file, malformed, permission, io),
-:attr:`tick_seconds_last`, :meth:`snapshot`, :meth:`latest` (``ContainerReading.latest`` is the
-Sample), :meth:`find`, :meth:`node`, :meth:`pod_latest`, :meth:`close`. ``snapshot`` does a
-little I/O per container (the full ``memory.stat``, ``memory.min/low``): its containers carry
-``limits`` (max, high, swap max, min, low — v1: soft limit, memsw — in bytes, None for ``max``)
-beside what docs/agent-api.md shows.
+:attr:`tick_seconds_last`, :meth:`pod_entries` (and :meth:`snapshot`, the same whole),
+:meth:`latest` (``ContainerReading.latest`` is the Sample), :meth:`find`, :meth:`node`,
+:meth:`pod_latest`, :meth:`close`. With ``full=True`` the containers of ``pod_entries`` carry
+``stat`` (the full ``memory.stat``, read then) and ``limits`` (max, high, swap max, and
+``memory.min/low`` read then — v1: soft limit, memsw — in bytes, None for ``max``) beside the
+events and PSI of the last read.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from memoryguard.agent.discovery import (
     PodCgroup,
     discover,
 )
-from memoryguard.agent.reading import ANON, FILE
+from memoryguard.agent.reading import ANON, FILE, values_as_dict
 from memoryguard.agent.ring import COLUMNS, SampleRing
 from memoryguard.engine.model import Sample
 
@@ -107,6 +108,16 @@ class ContainerReading:
     events: Mapping[str, int]
     swap_events: Mapping[str, int]
     pressure: Mapping[str, Mapping[str, float | int]]
+
+
+@dataclass(frozen=True, slots=True)
+class PodEntry:
+    """One pod of a ``GET /v1/pods`` answer: ``head`` (every field but ``containers``) is None
+    when the pod is not on this node; ``containers`` builds each container's entry when iterated."""
+
+    pod_uid: str
+    head: dict[str, Any] | None
+    containers: Iterator[dict[str, Any]]
 
 
 class _Tracked:
@@ -350,43 +361,80 @@ class Sampler:
         *,
         window_seconds: float,
         since_seconds: float | None = None,
+        full: bool = False,
     ) -> dict[str, Any]:
-        """``{"pods": [...], "missing": [...]}`` in the shape of docs/agent-api.md ``GET /v1/pods``.
+        """``{"pods": [...], "missing": [...]}`` in the shape of docs/agent-api.md ``GET /v1/pods``
+        (the whole answer in memory: the server streams :meth:`pod_entries` instead)."""
+        pods: list[dict[str, Any]] = []
+        missing: list[str] = []
+        for entry in self.pod_entries(
+            pod_uids, window_seconds=window_seconds, since_seconds=since_seconds, full=full
+        ):
+            if entry.head is None:
+                missing.append(entry.pod_uid)
+            else:
+                pods.append({**entry.head, "containers": list(entry.containers)})
+        return {"pods": pods, "missing": missing}
 
-        ``pod_uids`` None means every pod. Window rows are those with
-        ``t_seconds > max(now - window_seconds, since_seconds)``; ``window_seconds <= 0`` gives none.
+    def pod_entries(
+        self,
+        pod_uids: Collection[str] | None,
+        *,
+        window_seconds: float,
+        since_seconds: float | None = None,
+        full: bool = False,
+    ) -> Iterator[PodEntry]:
+        """The pods of a ``GET /v1/pods`` answer, one at a time, each container built only when
+        its turn comes (a full window of every container is tens of MiB as Python objects).
+
+        ``pod_uids`` None means every pod that has a container read at least once, by UID;
+        otherwise the pods asked, in that order, an entry without ``head`` for each one not on
+        this node (asked-for UIDs not known yet make the sampler look for new cgroups first).
+        Window rows are those with ``t_seconds > max(now - window_seconds, since_seconds)``;
+        ``window_seconds <= 0`` gives none. ``full`` adds ``stat``, ``events``,
+        ``swap_events``, ``pressure`` and ``limits`` to each container (``stat`` and the
+        protections are read from the files then).
+
+        Ticks may run between two entries (the server writes each to the network and lets the
+        loop run): each container is consistent in itself (its latest reading and its rows come
+        from the same moment), and a container or pod gone meanwhile is answered as it was when
+        the answer began (a pod asked for and gone before its turn is missing).
         """
         if pod_uids is not None and any(uid not in self._pods for uid in pod_uids):
             self._look_for_new_cgroups()
-        now = self._clock()
-        after = now - window_seconds
+        after = self._clock() - window_seconds
         if since_seconds is not None:
             after = max(after, since_seconds)
+        if window_seconds <= 0:
+            after = math.inf
         by_pod: dict[str, list[_Tracked]] = {}
         for tracked in self._containers.values():
             by_pod.setdefault(tracked.cgroup.pod_uid, []).append(tracked)
-        uids = sorted(self._pods) if pod_uids is None else list(dict.fromkeys(pod_uids))
-        pods: list[dict[str, Any]] = []
-        missing: list[str] = []
+        if pod_uids is None:
+            uids = sorted(
+                uid for uid, members in by_pod.items() if any(tr.t_seconds is not None for tr in members)
+            )
+        else:
+            uids = list(dict.fromkeys(pod_uids))
+        return self._pod_entries(uids, by_pod, after, full, listing=pod_uids is None)
+
+    def _pod_entries(
+        self, uids: list[str], by_pod: dict[str, list[_Tracked]], after: float, full: bool, *, listing: bool
+    ) -> Iterator[PodEntry]:
         for uid in uids:
             pod = self._pods.get(uid)
             if pod is None:
-                missing.append(uid)
+                if not listing:  # a pod that went away while a listing was answered is left out
+                    yield PodEntry(uid, None, iter(()))
                 continue
-            containers = sorted(by_pod.get(uid, ()), key=lambda tr: tr.cgroup.cgroup_path)
-            pods.append(
-                {
-                    "pod_uid": uid,
-                    "qos": pod.cgroup.qos,
-                    "cgroup_path": pod.cgroup.cgroup_path,
-                    "latest": _as_dict(pod.latest()),
-                    "containers": [
-                        self._container_entry(tr, after if window_seconds > 0 else math.inf)
-                        for tr in containers
-                    ],
-                }
-            )
-        return {"pods": pods, "missing": missing}
+            head = {
+                "pod_uid": uid,
+                "qos": pod.cgroup.qos,
+                "cgroup_path": pod.cgroup.cgroup_path,
+                "latest": _latest_dict(pod),
+            }
+            containers = sorted(by_pod.get(uid, ()), key=_by_cgroup_path)
+            yield PodEntry(uid, head, (self._container_entry(tr, after, full) for tr in containers))
 
     def _look_for_new_cgroups(self) -> None:
         """Someone asked for a pod or container not seen yet (it may have just started): list
@@ -407,25 +455,27 @@ class Sampler:
                 if tracked.ring is not None:
                     tracked.ring.append(t, tracked.probe.row)
 
-    def _container_entry(self, tracked: _Tracked, after_seconds: float) -> dict[str, Any]:
+    def _container_entry(self, tracked: _Tracked, after_seconds: float, full: bool) -> dict[str, Any]:
         container = tracked.cgroup
         assert isinstance(container, ContainerCgroup) and tracked.ring is not None
-        probe = tracked.probe
-        return {
+        entry: dict[str, Any] = {
             "container_id": container.container_id,
             "runtime": container.runtime,
             "cgroup_path": container.cgroup_path,
-            "latest": _as_dict(tracked.latest()),
-            "stat": probe.stat(),
-            "events": probe.events(),
-            "swap_events": probe.swap_events(),
-            "pressure": probe.pressure(),
-            "limits": probe.limits(),
-            "window": {
-                "columns": list(COLUMNS),
-                "rows": tracked.ring.rows(after_seconds) if after_seconds != math.inf else [],
-            },
+            "latest": _latest_dict(tracked),
         }
+        if full:
+            probe = tracked.probe
+            entry["stat"] = probe.stat()
+            entry["events"] = probe.events()
+            entry["swap_events"] = probe.swap_events()
+            entry["pressure"] = probe.pressure()
+            entry["limits"] = probe.limits()
+        entry["window"] = {
+            "columns": list(COLUMNS),
+            "rows": tracked.ring.rows(after_seconds) if after_seconds != math.inf else [],
+        }
+        return entry
 
     def latest(self) -> Iterator[ContainerReading]:
         """Every container's latest complete reading (those not read successfully yet are left out)."""
@@ -483,5 +533,11 @@ class Sampler:
         return sum(tr.ring.nbytes() for tr in self._containers.values() if tr.ring is not None)
 
 
-def _as_dict(sample: Sample | None) -> dict[str, Any] | None:
-    return None if sample is None else sample.to_dict()
+def _latest_dict(tracked: _Tracked) -> dict[str, Any] | None:
+    """The latest reading as ``Sample.to_dict()`` gives it, without building the Sample."""
+    t = tracked.t_seconds
+    return None if t is None else values_as_dict(t, tracked.probe.values)
+
+
+def _by_cgroup_path(tracked: _Tracked) -> str:
+    return tracked.cgroup.cgroup_path

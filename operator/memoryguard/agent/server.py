@@ -15,10 +15,10 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -28,6 +28,9 @@ from memoryguard.agent.discovery import CONTAINER_ID_PATTERN, POD_UID_PATTERN
 from memoryguard.agent.metrics import AgentMetrics, SamplerView
 from memoryguard.engine.model import Sample
 
+if TYPE_CHECKING:
+    from memoryguard.agent.sampler import PodEntry
+
 log = logging.getLogger("memoryguard.agent.server")
 
 MAX_BODY_BYTES = 16 * 1024
@@ -35,7 +38,8 @@ MAX_POD_UIDS = 1000
 MAX_RECLAIM_BYTES = 1 << 50  # 1 PiB: anything larger is a caller's bug, not a request
 DROP_CACHES_LEVELS = (1, 2, 3)
 DEFAULT_WINDOW_SECONDS = 600.0
-SNAPSHOT_BATCH_PODS = 16
+DETAILS = ("samples", "full")  # GET /v1/pods?detail=: samples only, or the cgroup's files too
+STREAM_CHUNK_BYTES = 64 * 1024
 
 
 class SamplerPort(SamplerView, Protocol):
@@ -43,9 +47,14 @@ class SamplerPort(SamplerView, Protocol):
     its metrics read (the server is always handed that same sampler), plus window queries and
     finding a container's cgroup for an action."""
 
-    def snapshot(
-        self, pod_uids: Collection[str] | None, *, window_seconds: float, since_seconds: float | None = None
-    ) -> dict[str, Any]: ...
+    def pod_entries(
+        self,
+        pod_uids: Collection[str] | None,
+        *,
+        window_seconds: float,
+        since_seconds: float | None = None,
+        full: bool = False,
+    ) -> Iterator[PodEntry]: ...
 
     def find(self, pod_uid: str, container_id: str | None) -> Path | None: ...
 
@@ -69,6 +78,7 @@ class ServerSettings:
     drop_caches_min_interval_seconds: float = 600.0
     request_timeout_seconds: float = 30.0
     max_body_bytes: int = MAX_BODY_BYTES
+    stream_chunk_bytes: int = STREAM_CHUNK_BYTES
 
 
 class ApiError(Exception):
@@ -93,6 +103,36 @@ class ApiError(Exception):
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class _Stream:
+    """A 200 answer written in chunks of about ``chunk_bytes`` as its text is produced, letting
+    the event loop run after each chunk (the transport's flow control bounds what waits)."""
+
+    def __init__(self, response: web.StreamResponse, chunk_bytes: int) -> None:
+        self.response = response
+        self.chunk_bytes = chunk_bytes
+        self._pieces: list[str] = []
+        self._size = 0
+
+    async def write(self, text: str) -> None:
+        self._pieces.append(text)
+        self._size += len(text)
+        if self._size >= self.chunk_bytes:
+            await self._flush()
+            await asyncio.sleep(0)  # the write may not have waited: let ticks and other requests in
+
+    async def finish(self) -> web.StreamResponse:
+        await self._flush()
+        await self.response.write_eof()
+        return self.response
+
+    async def _flush(self) -> None:
+        if self._pieces:
+            data = "".join(self._pieces).encode()
+            self._pieces.clear()
+            self._size = 0
+            await self.response.write(data)
+
+
 class AgentApi:
     """Route handlers and the little state they share (busy cgroups, last drop_caches)."""
 
@@ -115,6 +155,10 @@ class AgentApi:
         self.clock = clock
         self.monotonic = monotonic
         self._reclaiming: set[Path] = set()
+        # Requests whose answer's status and headers are sent (by id): an error after that
+        # cannot become an error answer any more, only a connection closed mid-answer, which
+        # the caller's JSON or exposition parser notices.
+        self._streaming: set[int] = set()
         self._drop_caches_started: float | None = None
         # route path -> the access a caller needs; routes missing here need none (/healthz).
         self.accesses: dict[str, auth.Access] = {
@@ -131,24 +175,36 @@ class AgentApi:
         route = _route_name(request)
         try:
             response = await handler(request)
-        except ApiError as exc:
-            response = exc.response()
-        except web.HTTPException as exc:  # aiohttp's own: 404 unknown path, 405, 413 while reading
-            if exc.status == 413:
-                response = ApiError(
-                    413, f"body larger than {self.settings.max_body_bytes} bytes", "body"
-                ).response()
-            else:
-                response = ApiError(exc.status, exc.reason, headers=_allow_header(exc)).response()
-        except TimeoutError:
-            response = ApiError(
-                504, f"request took longer than {self.settings.request_timeout_seconds:g}s"
-            ).response()
-        except Exception:
-            log.exception("unhandled error in %s %s", request.method, request.path)
-            response = ApiError(500, "internal error (see the agent log)").response()
+        except Exception as exc:
+            if id(request) in self._streaming:
+                # The status line is out: the connection is closed so the caller sees a cut answer.
+                self.metrics.http_requests.labels(route, "aborted").inc()
+                if isinstance(exc, ConnectionError):  # the caller went away
+                    log.info("%s %s: answer cut short: %r", request.method, request.path, exc)
+                else:
+                    log.warning("%s %s: answer cut short", request.method, request.path, exc_info=exc)
+                raise
+            response = self._error_response(request, exc)
+        finally:
+            self._streaming.discard(id(request))
         self.metrics.http_requests.labels(route, str(response.status)).inc()
         return response
+
+    def _error_response(self, request: web.Request, exc: Exception) -> web.Response:
+        if isinstance(exc, ApiError):
+            return exc.response()
+        if isinstance(exc, web.HTTPException):  # aiohttp's own: 404 unknown path, 405, 413 while reading
+            if exc.status == 413:
+                return ApiError(
+                    413, f"body larger than {self.settings.max_body_bytes} bytes", "body"
+                ).response()
+            return ApiError(exc.status, exc.reason, headers=_allow_header(exc)).response()
+        if isinstance(exc, TimeoutError):
+            return ApiError(
+                504, f"request took longer than {self.settings.request_timeout_seconds:g}s"
+            ).response()
+        log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+        return ApiError(500, "internal error (see the agent log)").response()
 
     @web.middleware
     async def auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -176,6 +232,13 @@ class AgentApi:
         async with asyncio.timeout(self.settings.request_timeout_seconds):
             return await handler(request)
 
+    async def _stream(self, request: web.Request, content_type: str) -> _Stream:
+        """Send a 200's status and headers now; the body follows in chunks."""
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        self._streaming.add(id(request))
+        return _Stream(response, self.settings.stream_chunk_bytes)
+
     # --- handlers ----------------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -195,10 +258,10 @@ class AgentApi:
         response.headers["Content-Type"] = content_type
         return response
 
-    async def pods(self, request: web.Request) -> web.Response:
+    async def pods(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         for key in query:
-            if key not in ("uid", "window_seconds", "since_seconds"):
+            if key not in ("uid", "window_seconds", "since_seconds", "detail"):
                 raise ApiError(400, f"unknown query parameter {key!r}", key)
         uids = query.getall("uid", [])
         if len(uids) > MAX_POD_UIDS:
@@ -210,38 +273,41 @@ class AgentApi:
         # A window longer than the ring holds returns what the ring holds.
         window = min(window, self.settings.retention_seconds)
         since = _query_seconds(query, "since_seconds", None, minimum=None)
+        detail = query.get("detail", "samples")
+        if detail not in DETAILS:
+            raise ApiError(400, f"detail must be one of {', '.join(DETAILS)}", "detail")
         asked = list(dict.fromkeys(uids))
-        targets = asked or sorted({reading.pod_uid for reading in self.sampler.latest()})
-        # A few pods at a time, encoded as they come, yielding in between: a full window of
-        # every pod on a busy node takes seconds to build, and sampling ticks and other
-        # requests run on this same loop.
-        encoded: list[str] = []
-        missing: list[str] = []
-        for start in range(0, len(targets), SNAPSHOT_BATCH_PODS):
-            part = self.sampler.snapshot(
-                targets[start : start + SNAPSHOT_BATCH_PODS], window_seconds=window, since_seconds=since
-            )
-            encoded.extend(_dumps(pod) for pod in part["pods"])
-            missing.extend(part["missing"])
-            await asyncio.sleep(0)
+        entries = self.sampler.pod_entries(
+            asked or None, window_seconds=window, since_seconds=since, full=detail == "full"
+        )
         head = {
             "node": self.settings.node_name,
             "agent_version": __version__,
             "cgroup_version": self.sampler.cgroup_version,
-            # Read after the pods, so that now_seconds ≥ every latest.t_seconds in the answer.
-            "now_seconds": self.clock(),
             "interval_seconds": self.settings.interval_seconds,
         }
-        # Without uids, a pod that went away while the answer was built is simply not listed.
-        text = (
-            _dumps(head)[:-1]
-            + ',"pods":['
-            + ",".join(encoded)
-            + '],"missing":'
-            + _dumps(missing if asked else [])
-            + "}"
-        )
-        return web.Response(text=text, content_type="application/json")
+        out = await self._stream(request, "application/json; charset=utf-8")
+        # Written container by container, in chunks, letting the loop run in between: a full
+        # window of every container on a busy node is tens of MiB of JSON that would otherwise
+        # be built whole (several times over), and sampling ticks run on this same loop.
+        await out.write(_dumps(head)[:-1] + ',"pods":[')
+        missing: list[str] = []
+        first_pod = True
+        for entry in entries:
+            if entry.head is None:
+                missing.append(entry.pod_uid)
+                continue
+            await out.write(("" if first_pod else ",") + _dumps(entry.head)[:-1] + ',"containers":[')
+            first_pod = False
+            first = True
+            for container in entry.containers:
+                await out.write(("" if first else ",") + _dumps(container))
+                first = False
+            await out.write("]}")
+        # now_seconds comes last, read after every pod was written: it is ≥ every
+        # latest.t_seconds in the answer, which is how callers judge staleness.
+        await out.write(f'],"missing":{_dumps(missing)},"now_seconds":{_dumps(self.clock())}}}')
+        return await out.finish()
 
     async def reclaim(self, request: web.Request) -> web.Response:
         body = await _json_body(request, self.settings.max_body_bytes)

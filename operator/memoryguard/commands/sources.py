@@ -175,6 +175,9 @@ class AgentSource:
     projected token rotates). The agent knows containers by pod UID and container ID only: with
     ``names`` (who they are, e.g. from the pods' statuses) the rows are labelled NAMESPACE, POD
     and CONTAINER instead, and containers it does not name (the pod sandbox) are left out.
+    ``detail`` is the API's: ``full`` (each container's memory.stat, events, PSI and limits
+    too, read by the agent when asked: what ``explain`` shows) or ``samples`` (enough for ``top``,
+    and much cheaper for the agent to answer for every pod of a node).
     """
 
     def __init__(
@@ -185,8 +188,10 @@ class AgentSource:
         token_file: Path | None = None,
         names: NameLookup | None = None,
         history_seconds: float,
+        detail: str = "full",
     ) -> None:
         self.url = url.rstrip("/")
+        self.detail = detail
         self.token = token
         self.token_file = token_file
         self.names = names
@@ -202,7 +207,10 @@ class AgentSource:
             raise SourceError(f"cannot read the token file: {exc}") from exc
 
     def fetch(self, uids: Sequence[str] = ()) -> dict[str, Any]:
-        query = [("uid", uid) for uid in uids] + [("window_seconds", f"{self.history_seconds:g}")]
+        query = [("uid", uid) for uid in uids] + [
+            ("window_seconds", f"{self.history_seconds:g}"),
+            ("detail", self.detail),
+        ]
         headers = {"Accept": "application/json"}
         token = self._bearer()
         if token is not None:

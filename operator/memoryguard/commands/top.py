@@ -103,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
 def _source(args: argparse.Namespace) -> tuple[AgentSource | PodSource | PathSource, str]:
     history = args.growth_window
     if args.agent:
-        return AgentSource(args.agent, token_file=args.token_file, history_seconds=history), ""
+        source = AgentSource(
+            args.agent, token_file=args.token_file, history_seconds=history, detail="samples"
+        )
+        return source, ""
     if args.cgroup or args.all:
         return PathSource(args.root, args.cgroup, every=args.all, history_seconds=history), ""
     pods = PodSource(args.root, history_seconds=history)
