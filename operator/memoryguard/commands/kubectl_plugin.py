@@ -32,24 +32,29 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import queue
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from memoryguard.agent.metrics import ContainerNames, NameLookup
+from memoryguard.annotations import AGENT_PORT_NAME
 from memoryguard.commands import explain, top
 from memoryguard.commands.sources import AgentSource, Reading, SourceError
 
 AGENT_SELECTOR = "app.kubernetes.io/name=memoryguard,app.kubernetes.io/component=agent"
-AGENT_PORT = 9732
+AGENT_PORT = 9732  # when the agent pod declares no port named AGENT_PORT_NAME
 TOKEN_SECONDS = 600  # minted ServiceAccount tokens live this long
+PORT_FORWARD_READY_SECONDS = 20.0  # kubectl port-forward must report its local port within this
 # `kubectl port-forward` prints this once the tunnel listens.
 _FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) ->")
 
@@ -75,9 +80,14 @@ class Kubectl:
         return argv
 
     def run(self, *args: str, stdin: str | None = None) -> str:
-        result = subprocess.run(
-            [*self.base(), *args], input=stdin, capture_output=True, text=True, timeout=60
-        )
+        try:
+            result = subprocess.run(
+                [*self.base(), *args], input=stdin, capture_output=True, text=True, timeout=60
+            )
+        except FileNotFoundError as exc:
+            raise PluginError(f"cannot run {self.binary}: {exc.strerror} (is kubectl on PATH?)") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise PluginError(f"kubectl {' '.join(args)}: no answer within {exc.timeout:g} s") from exc
         if result.returncode != 0:
             raise PluginError(f"kubectl {' '.join(args)}: {result.stderr.strip() or result.stdout.strip()}")
         return result.stdout
@@ -109,23 +119,74 @@ def find_pods(
     return pods
 
 
+def selector_terms(selector: str) -> list[tuple[str, str, str]]:
+    """(key, operator, value) of an equality-based label selector: ``k=v``, ``k==v``, ``k!=v``,
+    ``k`` (has the label), ``!k`` (lacks it). Set-based terms (``k in (a,b)``) are refused: the
+    plugin filters the agent pods itself and would otherwise misread them."""
+    terms = []
+    for term in (t.strip() for t in selector.split(",")):
+        match = re.fullmatch(r"(!?)([\w./-]+)(?:\s*(==|=|!=)\s*([\w.-]*))?", term)
+        if not match or (match[1] and match[3]):
+            raise PluginError(
+                f"--agent-selector {selector!r}: {term!r} is not an equality term "
+                "(key=value, key!=value, key or !key, separated by commas)"
+            )
+        negated, key, operator, value = match.groups()
+        if operator:
+            terms.append((key, "!=" if operator == "!=" else "=", value))
+        else:
+            terms.append((key, "!" if negated else "exists", ""))
+    return terms
+
+
+def matches(labels: dict[str, str], terms: Sequence[tuple[str, str, str]]) -> bool:
+    for key, operator, value in terms:
+        held = labels.get(key)
+        if operator == "=" and held != value:
+            return False
+        if operator == "!=" and held == value:
+            return False
+        if operator == "exists" and held is None:
+            return False
+        if operator == "!" and held is not None:
+            return False
+    return True
+
+
 def find_agent(kubectl: Kubectl, namespace: str, selector: str, node: str) -> dict[str, Any]:
-    """The running agent pod on ``node``. Filtered here too: selectors are a server nicety."""
+    """The running agent pod on ``node``.
+
+    The API server filters by the selectors, but they are filtered here too: an API server (or
+    proxy) that ignores them must not make the plugin read another node's agent, whose answer
+    would be "no such pod" rather than an error.
+    """
+    terms = selector_terms(selector)
     listed = kubectl.get_raw(
         f"/api/v1/namespaces/{_q(namespace)}/pods",
         labelSelector=selector,
         fieldSelector=f"spec.nodeName={node}",
     )
-    wanted = dict(pair.split("=", 1) for pair in selector.split(",") if "=" in pair)
-    for pod in listed.get("items", []):
-        labels = pod.get("metadata", {}).get("labels", {})
-        if pod.get("spec", {}).get("nodeName") != node or not wanted.items() <= labels.items():
-            continue
-        if pod.get("status", {}).get("phase") == "Running":
-            return pod
+    agents = [
+        p for p in listed.get("items") or [] if matches(p.get("metadata", {}).get("labels") or {}, terms)
+    ]
+    here = sorted(
+        (p for p in agents if p.get("spec", {}).get("nodeName") == node),
+        key=lambda p: str(p.get("metadata", {}).get("name")),
+    )
+    running = [p for p in here if p.get("status", {}).get("phase") == "Running"]
+    # During a DaemonSet rollout the old pod may still be terminating next to its successor.
+    staying = [p for p in running if not p.get("metadata", {}).get("deletionTimestamp")]
+    if staying or running:
+        return (staying or running)[0]
+    where = f"in namespace {namespace} (selector {selector})"
+    if here:
+        states = ", ".join(
+            f"{p['metadata']['name']} is {p.get('status', {}).get('phase') or 'unknown'}" for p in here
+        )
+        raise PluginError(f"the MemoryGuard agent on node {node} is not running: {states} {where}")
     raise PluginError(
-        f"no running MemoryGuard agent on node {node} in namespace {namespace} "
-        f"(selector {selector}); is the DaemonSet installed there? (--agent-namespace)"
+        f"no MemoryGuard agent on node {node} {where}; is the DaemonSet installed in that namespace "
+        "(--agent-namespace) and does it run on that node (tolerations, nodeSelector)?"
     )
 
 
@@ -215,6 +276,81 @@ def forwarded_port(line: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def port_forward_command(kubectl: Kubectl, namespace: str, pod: str, port: int) -> list[str]:
+    """``kubectl port-forward`` to ``pod``'s ``port`` from a free local port on 127.0.0.1 only:
+    the tunnel carries a bearer token, and the agent's answers are for this user alone."""
+    return [
+        *kubectl.base(),
+        "port-forward",
+        "--address",
+        "127.0.0.1",
+        "-n",
+        namespace,
+        f"pod/{pod}",
+        f":{port}",
+    ]
+
+
+def _report_port(stdout: IO[str], found: queue.Queue[int | None]) -> None:
+    """Puts the local port once kubectl prints it (None if it never does), then keeps reading:
+    kubectl logs every connection to stdout, and a full pipe would stall the tunnel."""
+    reported = False
+    for line in stdout:
+        if not reported and (port := forwarded_port(line)) is not None:
+            found.put(port)
+            reported = True
+    if not reported:
+        found.put(None)
+
+
+@contextlib.contextmanager
+def port_forward(
+    kubectl: Kubectl,
+    namespace: str,
+    pod: str,
+    port: int,
+    *,
+    ready_seconds: float = PORT_FORWARD_READY_SECONDS,
+) -> Iterator[str]:
+    """An HTTP base URL through ``kubectl port-forward``, open while the block runs."""
+    target = f"{namespace}/{pod}"
+    # stderr to a file: read only when kubectl has failed, and it can never fill up and block.
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        try:
+            process = subprocess.Popen(
+                port_forward_command(kubectl, namespace, pod, port),
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
+        except FileNotFoundError as exc:
+            raise PluginError(f"cannot run {kubectl.binary}: {exc.strerror} (is kubectl on PATH?)") from exc
+        try:
+            assert process.stdout is not None
+            found: queue.Queue[int | None] = queue.Queue()
+            threading.Thread(target=_report_port, args=(process.stdout, found), daemon=True).start()
+            try:
+                local = found.get(timeout=ready_seconds)
+            except queue.Empty:
+                raise PluginError(
+                    f"kubectl port-forward to {target} reported no local port within {ready_seconds:g} s"
+                ) from None
+            if local is None:
+                code = process.wait(timeout=5)
+                errors.seek(0)
+                message = errors.read().strip() or "no error message"
+                raise PluginError(f"kubectl port-forward to {target} failed (exit code {code}): {message}")
+            yield f"http://127.0.0.1:{local}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 @contextlib.contextmanager
 def agent_url(args: argparse.Namespace, kubectl: Kubectl, agent: dict[str, Any] | None) -> Iterator[str]:
     """An HTTP base URL for the agent: --agent-url, or a port-forward kept open meanwhile."""
@@ -223,39 +359,19 @@ def agent_url(args: argparse.Namespace, kubectl: Kubectl, agent: dict[str, Any] 
         return
     assert agent is not None
     meta = agent["metadata"]
-    process = subprocess.Popen(
-        [
-            *kubectl.base(),
-            "port-forward",
-            "-n",
-            meta["namespace"],
-            f"pod/{meta['name']}",
-            f":{args.agent_port}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        port = None
-        deadline = time.monotonic() + 20
-        while port is None and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            port = forwarded_port(line)
-        if port is None:
-            process.kill()
-            error = process.stderr.read() if process.stderr else ""
-            raise PluginError(
-                f"kubectl port-forward to {meta['namespace']}/{meta['name']} failed: {error.strip()}"
-            )
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
+    with port_forward(kubectl, meta["namespace"], meta["name"], agent_port(agent, args.agent_port)) as url:
+        yield url
+
+
+def agent_port(agent: dict[str, Any], override: int | None) -> int:
+    """--agent-port, else the port the agent pod names ``api`` (as the operator finds it), else 9732."""
+    if override is not None:
+        return override
+    for container in agent.get("spec", {}).get("containers") or ():
+        for port in container.get("ports") or ():
+            if port.get("name") == AGENT_PORT_NAME and isinstance(port.get("containerPort"), int):
+                return int(port["containerPort"])
+    return AGENT_PORT
 
 
 # ------------------------------------------------------------------------------ command
@@ -278,7 +394,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "--agent-namespace", default="memoryguard", help="where the agents run (%(default)s)"
         )
         each.add_argument("--agent-selector", default=AGENT_SELECTOR, help="agent pod labels (%(default)s)")
-        each.add_argument("--agent-port", type=int, default=AGENT_PORT)
+        each.add_argument(
+            "--agent-port",
+            type=int,
+            default=None,
+            help=f"the agent's port (default: its pod's port named {AGENT_PORT_NAME}, else {AGENT_PORT})",
+        )
         each.add_argument("--agent-url", help="reach the agent here instead of through a port-forward")
         each.add_argument(
             "--window",
@@ -303,6 +424,8 @@ def _context_namespace(kubectl: Kubectl) -> str:
 
 def run(args: argparse.Namespace) -> int:
     kubectl = Kubectl(binary=args.kubectl, kubeconfig=args.kubeconfig, context=args.context)
+    if not args.agent_url:
+        selector_terms(args.agent_selector)  # a selector it cannot read fails before any API call
     namespace = args.namespace or _context_namespace(kubectl)
     pods = find_pods(kubectl, namespace, args.pods, getattr(args, "selector", None))
     if not pods:
