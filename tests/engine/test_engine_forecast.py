@@ -161,6 +161,40 @@ def test_runtime_cap_is_set_aside_when_anon_is_already_far_above_it():
     assert any("set aside" in note for note in assessment.notes)
 
 
+@pytest.mark.parametrize(
+    ("anon_mib", "above"), [(100, False), (300, True)], ids=["below GOMEMLIMIT", "above GOMEMLIMIT"]
+)
+def test_gomemlimit_is_reported_but_never_a_failure_line(anon_mib, above):
+    samples = series(linear(anon_mib, 1.0), seconds=60, max_mib=1024)
+    with_soft = _assess(samples, runtime_soft_limit_bytes=200 * MIB)
+    without = _assess(samples)
+    assert with_soft.forecast == without.forecast, "the soft limit does not move the forecast"
+    assert with_soft.forecast.limit_source == "memory.max"
+    assert with_soft.numbers["runtime_soft_limit_bytes"] == 200 * MIB
+    (note,) = with_soft.notes
+    assert note.startswith("GOMEMLIMIT 200 MiB is a soft limit") and "not a failure line" in note
+    assert ("running continuously" in note) is above
+
+
+@pytest.mark.parametrize(
+    ("file_at", "sustained"),
+    [(lambda i: 20 + 0.5 * i, True), (lambda i: 20 + (10 if i % 20 < 10 else 0), False)],
+    ids=["active page cache growing", "cache coming and going"],
+)
+def test_working_set_growth_is_measured_beside_the_pinned_trend(file_at, sustained):
+    samples = [
+        dataclasses.replace(s, file_bytes=int(file_at(i) * MIB), inactive_file_bytes=0)
+        for i, s in enumerate(series(flat(60), seconds=120, max_mib=512))
+    ]
+    assessment = _assess(samples)
+    fc = assessment.forecast
+    assert fc is not None and not fc.sustained, "anon is flat: no pinned growth"
+    assert fc.working_set_sustained is sustained
+    assert assessment.numbers["working_set_growth_sustained"] is sustained
+    if sustained:
+        assert fc.working_set_growth_bytes_per_second == pytest.approx(0.5 * MIB, rel=0.05)
+
+
 def test_lines_are_sorted_nearest_first_and_name_their_source():
     latest = series(flat(50), seconds=1, max_mib=512, high_bytes=400 * MIB)[-1]
     lines, note = failure_lines(latest, 200 * MIB, "runtime heap (--max-old-space-size=200)")

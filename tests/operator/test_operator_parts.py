@@ -12,13 +12,17 @@ import pytest
 from memoryguard.controller.cycle import agent_endpoint, merge_patch
 from memoryguard.controller.history import ContainerHistory
 from memoryguard.controller.inflight import workload_from_target
+from memoryguard.controller.judgement import judge
 from memoryguard.controller.kubeapi import resource_of
 from memoryguard.controller.ledger import DONE, INTENT, Entry, Ledger, action_id, rfc3339
 from memoryguard.controller.owners import cannot_roll, rollout_in_progress
-from memoryguard.controller.pods import Selector, pod_info
+from memoryguard.controller.pods import ContainerInfo, Selector, pod_info
 from memoryguard.controller.settings import OperatorConfig
 from memoryguard.controller.status import AtRiskRow, StatusWriter, at_risk_table
+from memoryguard.engine.decision import Target
+from memoryguard.engine.limiter import LimiterState
 from memoryguard.engine.model import Sample
+from memoryguard.engine.policy import Policy
 
 MiB = 1024 * 1024
 
@@ -204,7 +208,7 @@ def test_pod_index_entry_keeps_ids_limits_heap_caps_and_the_controller() -> None
                         {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
                     ],
                 },
-                {"name": "sidecar", "image": "x"},
+                {"name": "sidecar", "image": "x", "env": [{"name": "GOMEMLIMIT", "value": "100MiB"}]},
             ],
         },
         {"phase": "Running", "containerStatuses": [{"name": "app", "containerID": f"containerd://{cid}"}]},
@@ -215,6 +219,8 @@ def test_pod_index_entry_keeps_ids_limits_heap_caps_and_the_controller() -> None
     assert app.container_id == cid and app.limit_bytes == 512 * MiB
     assert app.heap_limit_bytes == 256 * MiB
     assert sidecar.container_id is None and sidecar.limit_bytes is None
+    assert sidecar.soft_limit_bytes == 100 * MiB and sidecar.heap_limit_bytes is None
+    assert app.soft_limit_bytes is None
 
 
 def _sample(t: float, anon: int = 10 * MiB, oom_kill: int = 0) -> Sample:
@@ -308,16 +314,31 @@ def test_at_risk_table_keeps_the_nearest_to_their_limit_and_no_more() -> None:
         fc = (
             None
             if eta is None
-            else SimpleNamespace(eta_seconds=eta, effective_limit_bytes=1, growth_bytes_per_second=1.0)
+            else SimpleNamespace(
+                eta_seconds=eta,
+                effective_limit_bytes=1,
+                growth_bytes_per_second=1.0,
+                working_set_growth_bytes_per_second=2.0,
+            )
         )
         assessment = SimpleNamespace(
-            forecast=fc, used_fraction=used, numbers={}, verdict="x", usage_limit_bytes=1
+            forecast=fc,
+            used_fraction=used,
+            numbers={},
+            verdict="x",
+            usage_limit_bytes=1,
+            notes=(f"note on {pod}",) * 6,
         )
         return AtRiskRow(pod, "app", "n", assessment, "none", "why", 0.0)  # type: ignore[arg-type]
 
     rows = [row("slow", 600, 0.5), row("full", None, 0.95), row("soon", 20, 0.5), row("fuller", None, 0.99)]
     table = at_risk_table(rows, 3)
     assert [r["pod"] for r in table] == ["soon", "slow", "fuller"]
+    assert (
+        table[0]["workingSetGrowthBytesPerSecond"] == 2.0
+        and table[2]["workingSetGrowthBytesPerSecond"] is None
+    )
+    assert table[0]["notes"] == ["note on soon"] * 4, "notes are bounded as the CRD's maxItems"
 
 
 @pytest.mark.parametrize(
@@ -390,3 +411,23 @@ def test_agent_address_comes_from_the_template() -> None:
     default = OperatorConfig()
     assert agent_endpoint(default, "10.1.2.3", "node-7", "agent-x", 9999).url == "http://10.1.2.3:9999"
     assert agent_endpoint(default, "10.1.2.3", "node-7", "agent-x", None).url == "http://10.1.2.3:9732"
+
+
+def test_judgement_passes_the_pod_specs_gomemlimit_to_the_engine_as_a_note() -> None:
+    samples = [_sample(float(t), anon=(100 + t) * MiB) for t in range(40)]
+    container = ContainerInfo(
+        "app", "c" * 64, 256 * MiB, None, None, "GOMEMLIMIT", soft_limit_bytes=120 * MiB
+    )
+    judgement = judge(
+        samples,
+        Policy.default(),
+        container,
+        Target(kind="workload", name="deployment/web", pod="web-1", container="app"),
+        LimiterState(),
+        agent_now_seconds=40.0,
+        now_seconds=40.0,
+    )
+    assert judgement.assessment.numbers["runtime_soft_limit_bytes"] == 120 * MiB
+    assert any(n.startswith("GOMEMLIMIT 120 MiB") for n in judgement.assessment.notes)
+    assert judgement.assessment.forecast is not None
+    assert judgement.assessment.forecast.limit_source == "memory.max", "never a kill line"

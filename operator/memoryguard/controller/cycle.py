@@ -616,6 +616,8 @@ async def _judge_container(
     if key not in state.at_risk_since:
         state.at_risk_since[key] = now
         message = f"container {container.name}: {assessment.evidence}"
+        if assessment.notes:
+            message += " Note: " + "; ".join(assessment.notes) + "."
         await runtime.events.post(
             ev.pod_ref(pod.namespace, pod.name, pod.uid),
             ev.WARNING,

@@ -74,6 +74,7 @@ def judge(
         now_seconds=agent_now_seconds,
         runtime_heap_limit_bytes=heap,
         runtime_limit_source=container.heap_limit_source or None,
+        runtime_soft_limit_bytes=container.soft_limit_bytes,
     )
     decision = plan(
         assessment,

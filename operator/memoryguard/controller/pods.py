@@ -27,6 +27,7 @@ class ContainerInfo:
     heap_limit_bytes: int | None  # a runtime's own hard heap cap (Node.js, JVM -Xmx)
     heap_fraction_of_max: float | None  # JVM MaxRAMPercentage: needs memory.max to become bytes
     heap_limit_source: str
+    soft_limit_bytes: int | None = None  # GOMEMLIMIT: reported, never a kill line
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,7 @@ def _container_info(container: Mapping[str, Any], container_id: str | None) -> C
         heap_limit_bytes=runtime.heap_limit_bytes,
         heap_fraction_of_max=runtime.heap_fraction_of_max,
         heap_limit_source=runtime.source,
+        soft_limit_bytes=runtime.soft_limit_bytes,
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from memoryguard.controller.ledger import rfc3339
 from memoryguard.engine.assessment import Assessment
 
+MAX_NOTES = 4  # the CRD's maxItems for an at-risk row's notes
 READY = "Ready"
 DEGRADED = "Degraded"
 TRUE = "True"
@@ -98,10 +99,15 @@ class AtRiskRow:
             "fileBytes": int(numbers.get("file_bytes", 0) or 0),
             "limitBytes": forecast.effective_limit_bytes if forecast else a.usage_limit_bytes,
             "anonGrowthBytesPerSecond": round(forecast.growth_bytes_per_second, 1) if forecast else None,
+            "workingSetGrowthBytesPerSecond": round(forecast.working_set_growth_bytes_per_second, 1)
+            if forecast
+            else None,
             "action": self.action,
             "reason": self.reason[:512],
             "since": rfc3339(self.since_seconds),
         }
+        if a.notes:
+            row["notes"] = [note[:512] for note in a.notes[:MAX_NOTES]]
         return row
 
 

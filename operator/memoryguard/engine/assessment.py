@@ -91,8 +91,12 @@ def assess(
     now_seconds: float,
     runtime_heap_limit_bytes: int | None = None,
     runtime_limit_source: str | None = None,
+    runtime_soft_limit_bytes: int | None = None,
 ) -> Assessment:
     """Judge one container from its samples (oldest first; the caller's history, any length).
+
+    ``runtime_soft_limit_bytes``: Go's ``GOMEMLIMIT``. The runtime collects harder near it but
+    does not die there, so it is reported (a number and a note), never made a failure line.
 
     The window is measured back from the newest sample, not from ``now_seconds``: sample times
     are the agent's clock, and skew between machines must not shrink the window. ``now_seconds``
@@ -142,6 +146,8 @@ def assess(
     )
     if runtime_note:
         notes += (runtime_note,)
+    if runtime_soft_limit_bytes is not None:
+        notes += (_soft_limit_note(latest, runtime_soft_limit_bytes),)
 
     numbers: dict[str, Any] = {
         "samples": count,
@@ -157,6 +163,7 @@ def assess(
         "swap_max_bytes": latest.swap_max_bytes,
         "psi_some_avg10": latest.psi_some_avg10,
         "usage_fraction": None if usage_fraction is None else round(usage_fraction, 4),
+        "runtime_soft_limit_bytes": runtime_soft_limit_bytes,
     }
 
     if count < policy.min_samples:
@@ -236,6 +243,8 @@ def assess(
             "eta_seconds": None if fc.eta_seconds is None else round(fc.eta_seconds, 1),
             "confidence": round(fc.confidence, 3),
             "sustained": fc.sustained,
+            "working_set_growth_bytes_per_second": round(fc.working_set_growth_bytes_per_second, 1),
+            "working_set_growth_sustained": fc.working_set_sustained,
             "evidence_seconds": round(fc.evidence_seconds, 1),
             "excursion_bytes": int(fc.excursion_bytes),
             "used_fraction": None if used_fraction is None else round(used_fraction, 4),
@@ -288,6 +297,17 @@ def assess(
         numbers=numbers,
         notes=notes,
     )
+
+
+def _soft_limit_note(latest: Sample, soft_limit_bytes: int) -> str:
+    note = (
+        f"GOMEMLIMIT {_mib(soft_limit_bytes)} is a soft limit: the Go runtime collects harder near "
+        f"it and does not die there, so it is not a failure line"
+    )
+    heap_side = latest.anon_bytes + (latest.swap_current_bytes or 0)
+    if heap_side > soft_limit_bytes:
+        note += f"; anon ({_mib(heap_side)}) is above it: the Go GC is running continuously"
+    return note
 
 
 def _growth_phrase(fc: Forecast) -> str:

@@ -197,6 +197,11 @@ class Forecast:
     samples: int  # samples in the window
     swing_bytes: int = 0  # max − min of pinned memory over the window
     sustained_growth_bytes: float = 0.0  # most growth any sustained time scale showed
+    # The working set (usage − inactive_file, what kubelet evicts on and `kubectl top` shows)
+    # over the whole window: reported beside the pinned trend, never the kill line itself —
+    # it holds active page cache the kernel would still reclaim before an OOM kill.
+    working_set_growth_bytes_per_second: float = 0.0
+    working_set_sustained: bool = False
 
     @property
     def headroom_bytes(self) -> int | None:
@@ -257,6 +262,9 @@ def forecast_pinned(
         for s in picked
     ]
     latest_value = values[-1]
+    working_set = fit_trend(times, [s.working_set_bytes for s in picked])
+    ws_growth = working_set.slope_bytes_per_second if working_set is not None else 0.0
+    ws_sustained = working_set is not None and working_set.sustained
     line = lines[0] if lines else None
     detrended: list[float] | None = None  # built on first use
     n = len(values)
@@ -328,6 +336,8 @@ def forecast_pinned(
             samples=hi - lo,
             swing_bytes=max(values) - min(values),
             sustained_growth_bytes=growth_seen,
+            working_set_growth_bytes_per_second=ws_growth,
+            working_set_sustained=ws_sustained,
         )
     return Forecast(
         eta_seconds=None,
@@ -342,4 +352,6 @@ def forecast_pinned(
         excursion_bytes=0.0,
         samples=hi - lo,
         swing_bytes=max(values) - min(values),
+        working_set_growth_bytes_per_second=ws_growth,
+        working_set_sustained=ws_sustained,
     )
