@@ -8,7 +8,10 @@ Each rung is taken only when the one below cannot help:
   or held back by its cooldown while the pressure persists;
 - **restart** only for sustained growth of pinned memory whose forecast reaches the failure
   line within the time a rollout needs plus a margin: reclaim cannot free pinned memory, and
-  restarting any earlier costs an outage the forecast does not yet justify;
+  restarting any earlier costs an outage the forecast does not yet justify. Sustained is the
+  forecast's confidence at work: Kendall's tau of the growth's lower envelope at least 0.6
+  (``trend.SUSTAINED_TAU``), its quarters rising one after the other, over enough saw-tooth
+  cycles to tell them from growth;
 - **evict** instead of restart for a bare pod, which has no owner to roll it.
 
 Every decision passes the rate limiter; a refused rung falls back to the rung below and says
