@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 import yaml
 from tests.chart.kube import ROOT, tool
-from tests.support.cgroup_tree import CgroupTree, write_proc
+from tests.support.cgroup_tree import CgroupTree, MiB, write_proc
 from tests.support.review_stub import ReviewStub
 
 from memoryguard.commands.kubectl_plugin import Kubectl
@@ -118,6 +118,38 @@ class PluginEnv:
                 }
             )
         )
+
+    def guarded_pod(
+        self,
+        name: str,
+        *,
+        anon_bytes: int = 100 * MiB,
+        file_bytes: int = 10 * MiB,
+        limit_bytes: int = 256 * MiB,
+    ) -> tuple[str, str]:
+        """A pod of namespace `shop` on NODE: its cgroup in the agent's tree, its object in KMock."""
+        pod = self.tree.add_pod(qos="burstable", containers=1, max_bytes=limit_bytes)
+        cid = pod.containers[-1]
+        self.tree.set(pod.uid, cid, anon_bytes=anon_bytes, file_bytes=file_bytes, max_bytes=limit_bytes)
+        self.kmock.objects["v1/pods", "shop", name] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "shop", "uid": pod.uid, "labels": {"app": "web"}},
+            "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "x"}]},
+            "status": {
+                "phase": "Running",
+                "containerStatuses": [
+                    {
+                        "name": "app",
+                        "containerID": f"containerd://{cid}",
+                        "ready": True,
+                        "restartCount": 0,
+                        "image": "x",
+                    }
+                ],
+            },
+        }
+        return pod.uid, cid
 
     @property
     def env(self) -> dict[str, str]:

@@ -52,34 +52,6 @@ from memoryguard.commands.kubectl_plugin import (
 )
 from memoryguard.engine import Verdict
 
-LIMIT = 256 * MiB
-
-
-def _pod(
-    name: str, namespace: str, uid: str, node: str, labels: dict[str, str], containers: dict[str, str]
-) -> dict:
-    statuses = [
-        {"name": c, "containerID": f"containerd://{cid}", "ready": True, "restartCount": 0, "image": "x"}
-        for c, cid in containers.items()
-    ]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "uid": uid, "labels": labels},
-        "spec": {"nodeName": node, "containers": [{"name": c, "image": "x"} for c in containers]},
-        "status": {"phase": "Running", "containerStatuses": statuses},
-    }
-
-
-def _guarded_pod(env: PluginEnv, name: str, *, anon: int, file: int) -> tuple[str, str]:
-    pod = env.tree.add_pod(qos="burstable", containers=1, max_bytes=LIMIT)
-    cid = pod.containers[-1]
-    env.tree.set(pod.uid, cid, anon_bytes=anon, file_bytes=file, max_bytes=LIMIT)
-    env.kmock.objects["v1/pods", "shop", name] = _pod(
-        name, "shop", pod.uid, NODE, {"app": "web"}, {"app": cid}
-    )
-    return pod.uid, cid
-
 
 async def _wait_sampled(env: PluginEnv) -> None:
     await asyncio.sleep(0.6)  # three agent ticks
@@ -87,7 +59,7 @@ async def _wait_sampled(env: PluginEnv) -> None:
 
 async def test_top_shows_anon_file_and_limit_of_each_container_through_kubectl(env: PluginEnv) -> None:
     env.stub.grant(USER, auth.samples_access(NODE).to_review())
-    _guarded_pod(env, "web-1", anon=150 * MiB, file=40 * MiB)
+    env.guarded_pod("web-1", anon_bytes=150 * MiB, file_bytes=40 * MiB)
     await _wait_sampled(env)
     code, out, err = await env.plugin("top", "web-1", "-n", "shop")
     assert code == 0, err
@@ -103,7 +75,7 @@ async def test_top_shows_anon_file_and_limit_of_each_container_through_kubectl(e
 
 async def test_the_agent_authorizes_the_users_own_token_for_samples_on_that_node(env: PluginEnv) -> None:
     env.stub.grant(USER, auth.samples_access(NODE).to_review())
-    _guarded_pod(env, "web-1", anon=100 * MiB, file=10 * MiB)
+    env.guarded_pod("web-1", anon_bytes=100 * MiB, file_bytes=10 * MiB)
     await _wait_sampled(env)
     code, _, err = await env.plugin("top", "web-1", "-n", "shop")
     assert code == 0, err
@@ -115,7 +87,7 @@ async def test_the_agent_authorizes_the_users_own_token_for_samples_on_that_node
 
 
 async def test_a_user_without_the_samples_grant_gets_a_clear_refusal(env: PluginEnv) -> None:
-    _guarded_pod(env, "web-1", anon=100 * MiB, file=10 * MiB)
+    env.guarded_pod("web-1", anon_bytes=100 * MiB, file_bytes=10 * MiB)
     code, _, err = await env.plugin("top", "web-1", "-n", "shop")
     assert code == 1
     assert "403" in err and "agents/samples" in err
@@ -123,7 +95,7 @@ async def test_a_user_without_the_samples_grant_gets_a_clear_refusal(env: Plugin
 
 async def test_explain_gives_the_seed_breakdown_and_a_verdict(env: PluginEnv) -> None:
     env.stub.grant(USER, auth.samples_access(NODE).to_review())
-    _guarded_pod(env, "cache-1", anon=30 * MiB, file=200 * MiB)
+    env.guarded_pod("cache-1", anon_bytes=30 * MiB, file_bytes=200 * MiB)
     await _wait_sampled(env)
     code, out, err = await env.plugin("explain", "cache-1", "-n", "shop")
     assert code == 0, err
@@ -180,7 +152,7 @@ async def test_service_account_token_is_minted_with_kubectl_and_presented_to_the
     plugin_user = "system:serviceaccount:memoryguard:memoryguard-plugin"
     env.stub.add_user("minted-plugin-token", plugin_user)
     env.stub.grant(plugin_user, auth.samples_access(NODE).to_review())
-    _guarded_pod(env, "web-1", anon=100 * MiB, file=10 * MiB)
+    env.guarded_pod("web-1", anon_bytes=100 * MiB, file_bytes=10 * MiB)
     await _wait_sampled(env)
     code, out, err = await env.plugin(
         "top", "web-1", "-n", "shop", "--service-account", "memoryguard/memoryguard-plugin"
@@ -197,7 +169,7 @@ async def test_a_kubeconfig_without_a_token_is_told_to_use_a_service_account(env
     config = yaml.safe_load(env.kubeconfig.read_text())
     config["users"][0]["user"] = {}
     env.kubeconfig.write_text(yaml.safe_dump(config))
-    _guarded_pod(env, "web-1", anon=100 * MiB, file=10 * MiB)
+    env.guarded_pod("web-1", anon_bytes=100 * MiB, file_bytes=10 * MiB)
     code, _, err = await env.plugin("top", "web-1", "-n", "shop")
     assert code == 1 and "--service-account" in err
 
@@ -303,7 +275,7 @@ def test_a_selector_the_plugin_cannot_read_is_refused(selector: str) -> None:
 
 
 async def test_an_unreadable_agent_selector_fails_before_any_api_call(env: PluginEnv) -> None:
-    _guarded_pod(env, "web-1", anon=10 * MiB, file=10 * MiB)
+    env.guarded_pod("web-1", anon_bytes=10 * MiB, file_bytes=10 * MiB)
     code, _, err = await env.plugin(
         "top", "web-1", "-n", "shop", "--agent-selector", "tier in (node)", through_agent_url=False
     )
@@ -454,7 +426,7 @@ def test_a_missing_kubectl_is_named_not_a_traceback(tmp_path: Path) -> None:
 
 def _agents_and_a_guarded_pod(env: PluginEnv) -> None:
     _agents_on_two_nodes_and_neighbours(env)
-    _guarded_pod(env, "web-1", anon=100 * MiB, file=10 * MiB)
+    env.guarded_pod("web-1", anon_bytes=100 * MiB, file_bytes=10 * MiB)
 
 
 async def test_top_port_forwards_to_the_agent_on_the_pods_node_and_reports_the_tunnels_failure(
@@ -473,7 +445,7 @@ async def test_top_port_forwards_to_the_agent_on_the_pods_node_and_reports_the_t
 
 async def test_explain_without_an_agent_on_the_node_says_so(env: PluginEnv) -> None:
     _put(env, agent_pod("node-b"))
-    _guarded_pod(env, "web-1", anon=100 * MiB, file=10 * MiB)
+    env.guarded_pod("web-1", anon_bytes=100 * MiB, file_bytes=10 * MiB)
     code, _, err = await env.plugin("explain", "web-1", "-n", "shop", through_agent_url=False)
     assert code == 1 and "Traceback" not in err
     assert f"error: no MemoryGuard agent on node {NODE} in namespace {AGENT_NAMESPACE}" in err

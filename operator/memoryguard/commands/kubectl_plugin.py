@@ -11,7 +11,8 @@ memory.stat` script on one screen, with MemoryGuard's verdict: page cache that r
 free, or anon growth that only a restart fixes, and the forecast time to the limit.
 
 How it reaches the agent: it finds the pod's node, the MemoryGuard agent pod on that node
-(namespace --agent-namespace, default memoryguard), and opens `kubectl port-forward` to it.
+(namespace --agent-namespace, default memoryguard), and opens `kubectl port-forward` to its
+port named `api` (on 127.0.0.1 only).
 The agent authenticates every call itself (TokenReview + SubjectAccessReview, as the kubelet
 does), and the API server's service proxy would not carry your token to it (the API server
 consumes the Authorization header), so the plugin sends a bearer token directly:
@@ -22,9 +23,12 @@ consumes the Authorization header), so the plugin sends a bearer token directly:
     a TokenRequest (what `kubectl create token` does) — for kubeconfigs that use client certificates,
     which cannot be forwarded. The chart creates `memoryguard-plugin` for this.
 
-You need: get pods in the pod's namespace; get/list pods and create pods/portforward in the
-agent namespace; and get on memoryguard.io agents/samples (the chart's ClusterRole
-`<release>-samples-reader`). --agent-url skips the port-forward (an agent you can reach).
+You need: get (and, without pod names, list) pods in the pods' namespace; in the agent
+namespace, get/list pods and get/create pods/portforward (the chart's Role
+`<release>-agent-port-forward`), plus create serviceaccounts/token on the plugin's account for
+--service-account (Role `<release>-plugin-token`); and get on memoryguard.io agents/samples
+(ClusterRole `<release>-samples-reader`). --agent-url skips the port-forward (an agent you can
+reach).
 """
 
 from __future__ import annotations
