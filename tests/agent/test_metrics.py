@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support.agent_app import agent_app
 from tests.support.cgroup_tree import CgroupTree, MiB, write_proc
@@ -203,7 +204,30 @@ async def test_openmetrics_is_served_to_scrapers_that_ask_for_it(node):
         )
         text = await resp.text()
     assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
-    assert text.endswith("# EOF\n")
+    assert text.endswith("# EOF\n") and text.count("# EOF") == 1
+    parsed = {f.name: f for f in openmetrics_families(text)}  # raises on anything not OpenMetrics
+    assert parsed["memoryguard_container_memory_events"].type == "counter"
+    assert parsed["memoryguard_agent_tick_errors"].type == "counter"
+
+
+@pytest.mark.parametrize("accept", [None, "application/openmetrics-text; version=1.0.0"])
+def test_family_by_family_is_the_encoders_whole_text(node, accept):
+    # The server writes one family at a time: the same bytes prometheus-client gives for all.
+    tree, _, _ = node
+    from prometheus_client.exposition import choose_encoder
+
+    from memoryguard.agent.sampler import Sampler
+
+    sampler = Sampler(tree.root)
+    sampler.tick()
+    metrics = AgentMetrics(sampler)
+    metrics.observe_tick(0.01)
+    chunks, content_type = metrics.render_chunks(accept)
+    pieces = list(chunks)
+    encoder, whole_type = choose_encoder(accept or "")
+    assert content_type == whole_type
+    assert b"".join(pieces) == encoder(metrics.registry)
+    assert len(pieces) > 20  # one per family, not the whole text at once
 
 
 def test_names_are_labels_only_when_a_lookup_provides_them(node):

@@ -20,7 +20,6 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from memoryguard import __version__
-from memoryguard.engine.model import Sample
 
 PREFIX = "memoryguard"
 
@@ -148,29 +147,47 @@ class SamplerCollector:
         yield errors
 
     def _container_families(self) -> Iterator[Metric]:
+        # One family at a time, each built in one pass over the readings and handed to the
+        # encoder before the next is built: 500 containers make ~12 000 samples, which held
+        # all at once (and then their text) would be several MiB for the length of a scrape.
         readings = list(self.sampler.latest())
+        labelled = [(self._labels(reading), reading) for reading in readings]
         base = ["pod_uid", "container_id", "qos"]
         label_names = base + (["namespace", "pod", "container"] if self.names is not None else [])
         name = f"{PREFIX}_container_memory"
-        gauges = [
-            (GaugeMetricFamily(f"{name}_{suffix}", help_text, labels=label_names), attr)
-            for suffix, help_text, attr in _GAUGES
-        ]
+        for suffix, help_text, attr in _GAUGES:
+            gauge = GaugeMetricFamily(f"{name}_{suffix}", help_text, labels=label_names)
+            for labels, reading in labelled:
+                value = getattr(reading.latest, attr)
+                if value is not None:
+                    gauge.add_metric(labels, float(value))
+            yield gauge
         events = CounterMetricFamily(
             f"{name}_events",
             "memory.events counters (low, high, max, oom, oom_kill, oom_group_kill) since cgroup creation.",
             labels=[*label_names, "event"],
         )
+        for labels, reading in labelled:
+            for key, count in _memory_events(reading.events):
+                events.add_metric([*labels, key], count)
+        yield events
         swap_events = CounterMetricFamily(
             f"{name}_swap_events",
             "memory.swap.events counters (high, max, fail) since the cgroup was created.",
             labels=[*label_names, "event"],
         )
+        for labels, reading in labelled:
+            for key, count in _counts(reading.swap_events, SWAP_EVENTS):
+                swap_events.add_metric([*labels, key], count)
+        yield swap_events
         faults = CounterMetricFamily(
             f"{name}_major_page_faults",
             "Major page faults (memory.stat pgmajfault): page cache or swap read back from disk.",
             labels=label_names,
         )
+        for labels, reading in labelled:
+            faults.add_metric(labels, float(reading.latest.pgmajfault))
+        yield faults
         stalled = CounterMetricFamily(
             f"{name}_pressure_stalled_seconds",
             "memory.pressure total: time some or all (full) tasks were stalled waiting for memory.",
@@ -181,30 +198,10 @@ class SamplerCollector:
             "memory.pressure avg10 as a ratio (0..1): share of the last 10 s tasks were stalled on memory.",
             labels=[*label_names, "kind"],
         )
-        for reading in readings:
-            labels = self._labels(reading)
-            sample: Sample = reading.latest
-            for family, attr in gauges:
-                value = getattr(sample, attr)
-                if value is not None:
-                    family.add_metric(labels, float(value))
-            for key, count in _memory_events(reading.events):
-                events.add_metric([*labels, key], count)
-            for key, count in _counts(reading.swap_events, SWAP_EVENTS):
-                swap_events.add_metric([*labels, key], count)
-            faults.add_metric(labels, float(sample.pgmajfault))
-            pressure = reading.pressure
-            for kind in ("some", "full"):
-                row = pressure.get(kind)
-                if not row:
-                    continue
-                if row.get("total") is not None:
-                    stalled.add_metric([*labels, kind], float(row["total"]) / 1e6)  # kernel: microseconds
-                if row.get("avg10") is not None:
-                    avg10.add_metric([*labels, kind], float(row["avg10"]) / 100.0)  # kernel: percent
-        for family, _ in gauges:
-            yield family
-        yield from (events, swap_events, faults, stalled, avg10)
+        for labels, reading in labelled:
+            _add_pressure(stalled, avg10, labels, reading.pressure)
+        yield stalled
+        yield avg10
 
     def _labels(self, reading: Any) -> list[str]:
         labels = [str(reading.pod_uid), str(reading.container_id), str(reading.qos)]
@@ -213,6 +210,23 @@ class SamplerCollector:
             # Empty label values are the same as absent ones to Prometheus: unknown stays unknown.
             labels += [found.namespace, found.pod, found.container] if found else ["", "", ""]
         return labels
+
+
+def _add_pressure(
+    stalled: CounterMetricFamily,
+    avg10: GaugeMetricFamily,
+    labels: list[str],
+    pressure: Mapping[str, Mapping[str, float | int]],
+) -> None:
+    """One PSI reading (``parsers.parse_pressure``) as stalled seconds and avg10 ratio samples."""
+    for kind in ("some", "full"):
+        row = pressure.get(kind)
+        if not row:
+            continue
+        if row.get("total") is not None:
+            stalled.add_metric([*labels, kind], float(row["total"]) / 1e6)  # kernel: microseconds
+        if row.get("avg10") is not None:
+            avg10.add_metric([*labels, kind], float(row["avg10"]) / 100.0)  # kernel: percent
 
 
 def _counts(values: Mapping[str, Any], keys: tuple[str, ...]) -> Iterator[tuple[str, float]]:
@@ -297,5 +311,43 @@ class AgentMetrics:
 
     def render(self, accept_header: str | None) -> tuple[bytes, str]:
         """The exposition body and its content type, text or OpenMetrics as the scraper asks."""
+        chunks, content_type = self.render_chunks(accept_header)
+        return b"".join(chunks), content_type
+
+    def render_chunks(self, accept_header: str | None) -> tuple[Iterator[bytes], str]:
+        """The exposition body one metric family at a time (each collected only when its turn
+        comes), and its content type.
+
+        prometheus-client's encoders take a whole registry and return the whole text. Handed
+        one family at a time they give the same text piece by piece: both formats are the
+        families' texts one after the other, and OpenMetrics ends with ``# EOF`` once, which is
+        taken off each piece and written at the end.
+        """
         encoder, content_type = choose_encoder(accept_header or "")
-        return encoder(self.registry), content_type
+        openmetrics = content_type.startswith("application/openmetrics-text")
+
+        def chunks() -> Iterator[bytes]:
+            for family in self.registry.collect():
+                text = encoder(_OneFamily(family))
+                if openmetrics:
+                    text = text.removesuffix(_OPENMETRICS_EOF)
+                yield text
+            if openmetrics:
+                yield _OPENMETRICS_EOF
+
+        return chunks(), content_type
+
+
+_OPENMETRICS_EOF = b"# EOF\n"
+
+
+class _OneFamily:
+    """A registry of one family, for prometheus-client's encoders (they only call ``collect``)."""
+
+    __slots__ = ("family",)
+
+    def __init__(self, family: Metric) -> None:
+        self.family = family
+
+    def collect(self) -> Iterator[Metric]:
+        yield self.family

@@ -71,13 +71,19 @@ class _Tier:
 def _rows(
     times: array[float], values: array[int], head: int, count: int, capacity: int, after_seconds: float
 ) -> Iterator[tuple[float, array[int]]]:
-    """The (time, dense row) pairs of a circular buffer with ``t_seconds > after_seconds``, oldest first."""
-    for i in range(count):
+    """The (time, dense row) pairs of a circular buffer with ``t_seconds > after_seconds``, oldest first.
+
+    Rows are appended in time order, so the first of them is found from the newest back: the
+    operator's incremental request (one or two new rows per container, every second) costs
+    what it returns, not a pass over the whole buffer.
+    """
+    first = count
+    while first and times[(head + first - 1) % capacity] > after_seconds:
+        first -= 1
+    for i in range(first, count):
         slot = (head + i) % capacity
-        t = times[slot]
-        if t > after_seconds:
-            start = slot * DENSE_WIDTH
-            yield t, values[start : start + DENSE_WIDTH]
+        start = slot * DENSE_WIDTH
+        yield times[slot], values[start : start + DENSE_WIDTH]
 
 
 class _ChangeLog:
