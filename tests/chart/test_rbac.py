@@ -271,17 +271,22 @@ def plugin_call_sites() -> set[str]:
     from memoryguard.commands import kubectl_plugin
 
     tree = ast.parse(Path(kubectl_plugin.__file__).read_text())
-    sites = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            for call in ast.walk(node):
-                if (
-                    isinstance(call, ast.Call)
-                    and isinstance(call.func, ast.Attribute)
-                    and call.func.attr in KUBECTL_FUNNELS
-                ):
-                    sites.add(node.name)
-    return sites
+    functions = [(node.name, node) for node in tree.body if isinstance(node, ast.FunctionDef)]
+    functions += [
+        (f"{cls.name}.{node.name}", node)
+        for cls in tree.body
+        if isinstance(cls, ast.ClassDef)
+        for node in cls.body
+        if isinstance(node, ast.FunctionDef)
+    ]
+    return {
+        name
+        for name, function in functions
+        for call in ast.walk(function)
+        if isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and call.func.attr in KUBECTL_FUNNELS
+    }
 
 
 def rules_of_kube_request(method: str, path: str, upgrade: str | None) -> set[Rule]:
@@ -384,8 +389,8 @@ async def test_chart_grants_the_plugin_exactly_what_its_runs_call(env: Any) -> N
 
     # Every way to kubectl in the plugin was taken by some run above.
     assert plugin_call_sites() == {
-        "run",  # Kubectl.run: every call below but port_forward's goes through it
-        "get_raw",
+        "Kubectl.run",  # every call below but port_forward's goes through it
+        "Kubectl.get_raw",
         "find_pods",
         "find_agent",
         "mint_token",
