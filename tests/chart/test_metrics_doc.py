@@ -141,9 +141,11 @@ class Section:
     title: str
     rows: list[Row] = field(default_factory=list)
     names: set[str] = field(default_factory=set)  # every memoryguard_* name written anywhere in it
+    unreadable: list[str] = field(default_factory=list)  # metric-table rows naming no metric in full
 
 
 _METRIC_CELL = re.compile(r"`(memoryguard_\w+)(?:\{([^`]*)\})?`")
+_METRIC_CELLS = re.compile(rf"{_METRIC_CELL.pattern}(?:\s*,\s*{_METRIC_CELL.pattern})*")
 _NAME = re.compile(r"\bmemoryguard_\w*[a-z0-9]\b")
 
 
@@ -199,9 +201,15 @@ def doc_sections(text: str) -> dict[str, Section]:
         if header[0] == "label":
             common.add(cells[0].strip("`"))
             continue
-        match = _METRIC_CELL.fullmatch(cells[0])
-        if header[0] == "metric" and match:
-            kind = cells[header.index("type")].split()[0] if "type" in header else None
+        if header[0] != "metric":
+            continue
+        if not _METRIC_CELLS.fullmatch(cells[0]):
+            section.unreadable.append(
+                f"docs/metrics.md:{number}: {cells[0]} is not a list of full metric names"
+            )
+            continue
+        kind = cells[header.index("type")].split()[0] if "type" in header else None
+        for match in _METRIC_CELL.finditer(cells[0]):
             row = Row(match[1], _label_names(match[2]), kind, number)
             section.rows.append(row)
             pending.append(row)
@@ -213,7 +221,7 @@ def doc_sections(text: str) -> dict[str, Section]:
 
 
 def _mismatches(section: Section, code: dict[str, Family], where: str) -> list[str]:
-    problems = []
+    problems = list(section.unreadable)
     documented = {row.name: row for row in section.rows}
     for name in sorted(set(code) - set(documented)):
         family = code[name]
@@ -284,3 +292,17 @@ def test_the_per_container_label_table_applies_to_its_rows_only() -> None:
         "memoryguard_container_memory_events_total"
     ].labels
     assert "pod_uid" not in rows["memoryguard_agent_http_requests_total"].labels
+
+
+def test_a_row_must_name_each_metric_in_full() -> None:
+    text = "## Agent\n\n| metric | type | meaning |\n|---|---|---|\n"
+    text += "| `memoryguard_a_bytes`, `memoryguard_b_bytes{kind}` | gauge | two in one row |\n"
+    text += "| `memoryguard_c_bytes`, `…_d_bytes` | gauge | abbreviated |\n"
+    agent = doc_sections(text)["Agent"]
+    assert [(row.name, set(row.labels)) for row in agent.rows] == [
+        ("memoryguard_a_bytes", set()),
+        ("memoryguard_b_bytes", {"kind"}),
+    ]
+    assert agent.unreadable == [
+        "docs/metrics.md:6: `memoryguard_c_bytes`, `…_d_bytes` is not a list of full metric names"
+    ]
