@@ -121,6 +121,45 @@ async def test_container_gauges_carry_the_cgroup_values(node):
     assert value(text, "memoryguard_agent_containers") == len(tree.containers)
 
 
+async def test_node_memory_and_pressure_are_read_at_scrape_time(node, tmp_path):
+    tree, _, _ = node
+    async with agent_app(tree.root) as agent:
+        agent.tick()
+        before = await (await agent.client.get("/metrics")).text()
+        write_proc(tmp_path / "proc", mem_total_bytes=8 * 1024 * MiB, mem_free_bytes=1024 * MiB)
+        (tmp_path / "proc/pressure/memory").write_text(
+            "some avg10=25.00 avg60=3.00 avg300=1.00 total=7250000\n"
+            "full avg10=5.50 avg60=0.50 avg300=0.10 total=500000\n"
+        )
+        after = await (await agent.client.get("/metrics")).text()  # no tick in between
+    assert value(before, "memoryguard_node_memory_total_bytes") == 16 * 1024 * MiB
+    assert value(after, "memoryguard_node_memory_total_bytes") == 8 * 1024 * MiB
+    assert value(after, "memoryguard_node_memory_free_bytes") == 1024 * MiB
+    assert value(after, "memoryguard_node_memory_available_bytes") == 5 * 1024 * MiB
+    assert value(after, "memoryguard_node_memory_cached_bytes") == 4 * 1024 * MiB
+    assert value(after, "memoryguard_node_memory_swap_total_bytes") == 0
+    assert value(after, "memoryguard_node_memory_pressure_avg10_ratio", kind="some") == 0.25
+    assert value(after, "memoryguard_node_memory_pressure_avg10_ratio", kind="full") == 0.055
+    assert value(after, "memoryguard_node_memory_pressure_stalled_seconds_total", kind="some") == 7.25
+    assert value(after, "memoryguard_node_memory_pressure_stalled_seconds_total", kind="full") == 0.5
+    fams = families(after)
+    assert fams["memoryguard_node_memory_pressure_stalled_seconds"].type == "counter"
+    assert fams["memoryguard_node_memory_total_bytes"].type == "gauge"
+    result = promtool_check(after)
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stdout
+
+
+async def test_a_node_without_psi_has_no_node_pressure_series_and_counts_it_once(node, tmp_path):
+    tree, _, _ = node
+    (tmp_path / "proc/pressure/memory").unlink()  # a kernel built or booted without PSI
+    async with agent_app(tree.root) as agent:
+        agent.tick()
+        texts = [await (await agent.client.get("/metrics")).text() for _ in range(3)]
+    assert series(texts[-1], "memoryguard_node_memory_pressure_avg10_ratio") == []
+    assert value(texts[-1], "memoryguard_node_memory_total_bytes") == 16 * 1024 * MiB
+    assert [value(t, "memoryguard_agent_tick_errors_total", kind="missing_file") for t in texts] == [1, 1, 1]
+
+
 async def test_kernel_counters_are_counters_and_pressure_is_converted(node):
     tree, leaky, _ = node
     app_id = leaky.containers[-1]

@@ -429,11 +429,30 @@ def test_closing_releases_the_directory_descriptors(tmp_path):
 
 
 def test_node_reading_has_meminfo_psi_and_root_stats(tree):
+    tree.add_pod(containers=1, anon_bytes=10 * MiB)
     sampler = make_sampler(tree)
     node = sampler.node()
     assert node["meminfo"]["MemTotal"] == 16 * GiB
     assert set(node["pressure"]) == {"some", "full"}
     assert node["root_stat"]  # the root cgroup's memory.stat
+    if tree.version == 1:
+        assert node["root_usage_bytes"] == int((tree.memory_root / "memory.usage_in_bytes").read_text())
+    else:
+        assert "root_usage_bytes" not in node
+    assert not any(sampler.errors.values())
+
+
+def test_node_files_missing_are_counted_once_unreadable_ones_every_time(tmp_path):
+    tree = CgroupTree(tmp_path / "cg")
+    sampler = make_sampler(tree)
+    proc = tree.root.parent / "proc"
+    (proc / "pressure" / "memory").unlink()
+    (proc / "meminfo").write_text("MemTotal: lots kB\nMemFree:  1024 kB\n")
+    readings = [sampler.node() for _ in range(3)]
+    assert all("pressure" not in r for r in readings)
+    assert readings[-1]["meminfo"] == {"MemFree": 1024 * 1024}  # the good line kept
+    assert sampler.errors["missing_file"] == 1
+    assert sampler.errors["malformed"] == 3
 
 
 async def test_run_ticks_on_schedule_and_stops_promptly(tmp_path):

@@ -114,6 +114,32 @@ async def test_pods_detail_full_adds_the_cgroup_files(tree, web_pod):
     assert Sample.from_dict(renewed["latest"]).anon_bytes == 100 * MiB  # the sample waits for a tick
 
 
+async def test_node_answers_meminfo_psi_and_the_root_cgroup_read_when_asked(tree, tmp_path):
+    async with agent_app(tree.root) as agent:
+        first = await (await agent.client.get("/v1/node")).json()
+        write_proc(tmp_path / "proc", mem_total_bytes=32 * 1024 * MiB, mem_free_bytes=3 * 1024 * MiB)
+        (tmp_path / "proc/pressure/memory").write_text(
+            "some avg10=12.50 avg60=3.00 avg300=1.00 total=4500000\n"
+            "full avg10=2.00 avg60=0.50 avg300=0.10 total=900000\n"
+        )
+        agent.clock.advance(5)
+        resp = await agent.client.get("/v1/node")
+        second = await resp.json()
+        bad = await agent.client.get("/v1/node", params={"window_seconds": "1"})
+        bad_body = await bad.json()
+    assert resp.status == 200
+    assert first["meminfo"]["MemTotal"] == 16 * 1024 * MiB  # bytes, from kB
+    assert second["node"] == "node-a" and second["cgroup_version"] == 2
+    assert second["now_seconds"] == START_SECONDS + 5
+    assert second["meminfo"]["MemTotal"] == 32 * 1024 * MiB  # read at the request, no tick needed
+    assert second["meminfo"]["MemAvailable"] == 7 * 1024 * MiB
+    assert second["pressure"]["some"] == {"avg10": 12.5, "avg60": 3.0, "avg300": 1.0, "total": 4500000}
+    assert second["pressure"]["full"]["avg10"] == 2.0
+    assert "anon" in second["root_stat"]
+    assert "root_usage_bytes" not in second  # v1 only
+    assert bad.status == 400 and bad_body["field"] == "window_seconds"
+
+
 async def test_pods_sees_growth_between_ticks(tree, web_pod):
     app_id = web_pod.containers[-1]
     async with agent_app(tree.root) as agent:

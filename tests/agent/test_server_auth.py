@@ -112,15 +112,26 @@ async def test_granted_samples_access_is_200(tree, pod, stub, api):
     assert [p["pod_uid"] for p in body["pods"]] == [pod.uid]
 
 
+async def test_granted_samples_access_reads_the_node_too(tree, pod, stub, api):
+    stub.grant(OPERATOR, SAMPLES)
+    async with agent_app(tree.root, api=api) as agent:
+        node = await agent.client.get("/v1/node", headers=bearer("operator-token"))
+        anonymous = await agent.client.get("/v1/node")
+        body = await node.json()
+    assert node.status == 200 and body["meminfo"]["MemTotal"] > 0
+    assert anonymous.status == 401
+
+
 @pytest.mark.parametrize(
     ("method", "path", "json_body", "attributes"),
     [
         ("GET", "/v1/pods", None, SAMPLES),
+        ("GET", "/v1/node", None, SAMPLES),
         ("POST", "/v1/reclaim", {"pod_uid": "00000000-0000-4000-8000-000000000000", "bytes": 1}, ACTIONS),
         ("POST", "/v1/drop-caches", {"level": 1}, ACTIONS),
         ("GET", "/metrics", None, METRICS),
     ],
-    ids=["pods", "reclaim", "drop-caches", "metrics"],
+    ids=["pods", "node", "reclaim", "drop-caches", "metrics"],
 )
 async def test_access_review_sends_exactly_the_documented_attributes(
     tree, pod, stub, api, method, path, json_body, attributes
@@ -171,8 +182,9 @@ async def test_metrics_grant_reads_metrics_only(tree, pod, stub, api):
         agent.tick()
         metrics = await agent.client.get("/metrics", headers=bearer("prometheus-token"))
         pods = await agent.client.get("/v1/pods", headers=bearer("prometheus-token"))
+        node = await agent.client.get("/v1/node", headers=bearer("prometheus-token"))
     assert metrics.status == 200
-    assert pods.status == 403
+    assert pods.status == 403 and node.status == 403
 
 
 async def test_validation_happens_only_after_authorization(tree, pod, stub, api):

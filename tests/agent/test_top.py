@@ -28,8 +28,18 @@ def test_pods_on_a_fixture_node_sorted_by_share_of_limit(tmp_path, capsys):
     tight = tree.add_pod(qos="guaranteed", max_bytes=256 * MiB, anon_bytes=200 * MiB, file_bytes=20 * MiB)
     tree.set(tight.uid, tight.containers[-1], oom_kill=2, max_events=9)
 
-    assert cli.main(["top", "--root", str(tree.root), "--once", "--interval", "0"]) == 0
-    rows = table_rows(capsys.readouterr().out)
+    proc = write_proc(tmp_path / "proc", mem_total_bytes=16 * GiB, mem_free_bytes=6 * GiB)
+    (proc / "pressure" / "memory").write_text(
+        "some avg10=1.25 avg60=0.00 avg300=0.00 total=10\nfull avg10=0.50 avg60=0.00 avg300=0.00 total=5\n"
+    )
+    argv = ["top", "--root", str(tree.root), "--proc-root", str(proc), "--once", "--interval", "0"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    # The node line: MemTotal, MemAvailable (free + 4 GiB in the fixture) and MemFree, then PSI.
+    assert out.splitlines()[1] == (
+        "node memory 16.00Gi total, 10.00Gi available (62%), 6.00Gi free; PSI avg10 some 1.25% full 0.50%"
+    )
 
     first = rows[0]
     assert first[0] == tight.uid and first[1] == tight.containers[-1][:13] and first[2] == "guaranteed"
@@ -139,7 +149,68 @@ def test_top_through_a_real_agent(agent, capsys):
     assert row[3:7] == ["300Mi", "10.0Mi", "306Mi", "1.00Gi"]  # usage 310.5 − inactive file 5
 
 
+def test_the_node_line_through_a_real_agent_comes_from_its_v1_node(agent, tmp_path, capsys):
+    url, _ = agent
+    write_proc(tmp_path / "proc", mem_total_bytes=8 * GiB, mem_free_bytes=GiB)  # the agent's --proc-root
+    assert cli.main(["top", "--agent", url, "--once", "--interval", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        lines[1]
+        == "node memory 8.00Gi total, 5.00Gi available (62%), 1.00Gi free; PSI avg10 some 0.00% full 0.00%"
+    )
+
+
+def test_the_node_line_says_what_it_does_not_know():
+    assert top.node_line({}) == "node memory unknown (/proc/meminfo unreadable); no PSI on this node"
+    line = top.node_line({"meminfo": {"MemTotal": 4 * GiB, "MemFree": GiB}})
+    assert line == "node memory 4.00Gi total, 1.00Gi free; no PSI on this node"
+
+
+def test_a_local_node_without_psi_has_no_psi_in_its_node_line(tmp_path):
+    tree = CgroupTree(tmp_path / "cg")
+    tree.add_pod()
+    proc = write_proc(tmp_path / "proc")
+    (proc / "pressure" / "memory").unlink()
+    source = PodSource(tree.root, history_seconds=30, proc_root=proc)
+    text = top.render(source.read(), node=source.node())
+    assert text.splitlines()[0].startswith("node memory 16.00Gi total") and "no PSI" in text.splitlines()[0]
+
+
 def test_an_unreachable_agent_is_a_plain_error(capsys):
     port = free_port()
     assert cli.main(["top", "--agent", f"http://127.0.0.1:{port}", "--once", "--interval", "0"]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_an_agent_without_v1_node_gets_no_node_line(capsys):
+    # An agent older than /v1/node (404 there) still shows its table.
+    import http.server
+    import json
+    import threading
+
+    class OldAgent(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path.startswith("/v1/pods")
+            body = json.dumps(
+                {"cgroup_version": 2, "pods": [], "missing": []} if found else {"error": "not found"}
+            ).encode()
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OldAgent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert cli.main(["top", "--agent", url, "--once", "--interval", "0"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = capsys.readouterr().out.splitlines()
+    assert not any(line.startswith("node memory") for line in lines)
+    assert "(no cgroups)" in lines

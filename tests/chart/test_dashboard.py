@@ -68,6 +68,9 @@ class _NoReadings:
     def latest(self) -> list[Any]:
         return []
 
+    def node(self) -> dict[str, Any]:
+        return {}
+
 
 def code_metric_families() -> set[str]:
     """Family names registered by the agent's and the operator's real metric classes."""

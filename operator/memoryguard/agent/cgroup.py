@@ -700,38 +700,59 @@ def normalized_stat(version: int, stat: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def read_node(hierarchy: Hierarchy, proc_root: Path, errors: MutableMapping[str, int]) -> dict[str, Any]:
-    """Node-level memory: ``/proc/meminfo`` (bytes), node PSI and the root cgroup's stats."""
-    node: dict[str, Any] = {}
-    sources: dict[str, Path] = {
-        "meminfo": proc_root / "meminfo",
-        "pressure": proc_root / "pressure" / "memory",
-        "root_stat": hierarchy.memory_root / "memory.stat",
-    }
-    if hierarchy.version == 1:
-        sources["root_usage"] = hierarchy.memory_root / "memory.usage_in_bytes"
-    for key, path in sources.items():
-        try:
-            data = read_file(path)
-        except OSError as exc:
-            kind = "permission" if exc.errno in (errno.EACCES, errno.EPERM) else "missing_file"
-            errors[kind] = errors.get(kind, 0) + 1
-            continue
-        malformed = 0
-        value: Any
-        try:
-            if key == "meminfo":
-                value, malformed = parsers.parse_meminfo(data)
-            elif key == "pressure":
-                value, malformed = parsers.parse_pressure(data)
-            elif key == "root_stat":
-                value, malformed = parsers.parse_flat_keyed(data)
-            else:
-                value = parsers.parse_count(data)
-        except ParseError:
-            errors["malformed"] = errors.get("malformed", 0) + 1
-            continue
-        if malformed:
-            errors["malformed"] = errors.get("malformed", 0) + malformed
-        node[key] = value
-    return node
+class NodeProbe:
+    """Node-level memory, read when asked (the API and ``/metrics``), never in the tick.
+
+    ``meminfo`` (``/proc/meminfo``, bytes; ``HugePages_*`` are counts), ``pressure`` (node PSI,
+    ``/proc/pressure/memory``: averages in percent, ``total`` in µs), ``root_stat`` (the root
+    cgroup's ``memory.stat``; v2 kernels that have none leave it out) and, on v1,
+    ``root_usage_bytes``. A key is absent when its file could not be read. Errors are counted
+    by kind like the cgroup reads'; a missing file (no PSI in this kernel) is counted once and
+    not tried again.
+    """
+
+    def __init__(self, hierarchy: Hierarchy, proc_root: Path) -> None:
+        self.sources: dict[str, Path] = {
+            "meminfo": proc_root / "meminfo",
+            "pressure": proc_root / "pressure" / "memory",
+            "root_stat": hierarchy.memory_root / "memory.stat",
+        }
+        if hierarchy.version == 1:
+            self.sources["root_usage_bytes"] = hierarchy.memory_root / "memory.usage_in_bytes"
+        self.missing: set[str] = set()
+
+    def read(self, errors: MutableMapping[str, int]) -> dict[str, Any]:
+        node: dict[str, Any] = {}
+        for key, path in self.sources.items():
+            if key in self.missing:
+                continue
+            try:
+                data = read_file(path)
+            except OSError as exc:
+                if exc.errno in (errno.EACCES, errno.EPERM):
+                    kind = "permission"
+                elif exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                    kind = "missing_file"
+                    self.missing.add(key)
+                else:
+                    kind = "io"
+                errors[kind] = errors.get(kind, 0) + 1
+                continue
+            malformed = 0
+            value: Any
+            try:
+                if key == "meminfo":
+                    value, malformed = parsers.parse_meminfo(data)
+                elif key == "pressure":
+                    value, malformed = parsers.parse_pressure(data)
+                elif key == "root_stat":
+                    value, malformed = parsers.parse_flat_keyed(data)
+                else:
+                    value = parsers.parse_count(data)
+            except ParseError:
+                errors["malformed"] = errors.get("malformed", 0) + 1
+                continue
+            if malformed:
+                errors["malformed"] = errors.get("malformed", 0) + malformed
+            node[key] = value
+        return node

@@ -8,8 +8,10 @@ files: memory.current/max/high, memory.stat, memory.events, swap, PSI. It keeps 
 
 It serves, on --listen:
   GET  /healthz          liveness (no auth): 503 when sampling has stalled
-  GET  /metrics          Prometheus metrics (memoryguard_container_memory_*, memoryguard_agent_*)
+  GET  /metrics          Prometheus metrics (memoryguard_container_memory_*, memoryguard_node_memory_*,
+                         memoryguard_agent_*)
   GET  /v1/pods          latest sample and recent window for the pod UIDs asked for
+  GET  /v1/node          the node's meminfo, memory PSI and root cgroup memory.stat
   POST /v1/reclaim       write memory.reclaim of one container or pod cgroup
   POST /v1/drop-caches   write /proc/sys/vm/drop_caches (only with --enable-drop-caches,
                          at most once per --drop-caches-min-interval)

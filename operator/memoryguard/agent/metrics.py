@@ -53,6 +53,8 @@ class SamplerView(Protocol):
 
     def latest(self) -> Iterable[Any]: ...  # readings: .pod_uid, .container_id, .qos, .latest, …
 
+    def node(self) -> Mapping[str, Any]: ...  # meminfo, pressure, … read now (Sampler.node)
+
 
 # (metric suffix, help, Sample attribute or property). Unknown (None) values are skipped, so a
 # container without a limit has no limit series instead of a fake one.
@@ -95,6 +97,22 @@ _GAUGES: tuple[tuple[str, str, str], ...] = (
     ("swap_limit_bytes", "memory.swap.max; absent when unlimited.", "swap_max_bytes"),
 )
 
+# (metric suffix, help, /proc/meminfo key) of the node gauges; a key the kernel does not
+# report (or an unreadable meminfo) leaves its family without a sample.
+_NODE_MEMINFO: tuple[tuple[str, str, str], ...] = (
+    ("total_bytes", "Memory of the node (/proc/meminfo MemTotal).", "MemTotal"),
+    (
+        "available_bytes",
+        "Memory available for new work without swapping, page cache that can be dropped included "
+        "(/proc/meminfo MemAvailable).",
+        "MemAvailable",
+    ),
+    ("free_bytes", "Memory not used at all (/proc/meminfo MemFree).", "MemFree"),
+    ("cached_bytes", "Page cache, shmem and tmpfs included (/proc/meminfo Cached).", "Cached"),
+    ("swap_total_bytes", "Swap space of the node (/proc/meminfo SwapTotal).", "SwapTotal"),
+    ("swap_free_bytes", "Swap space not used (/proc/meminfo SwapFree).", "SwapFree"),
+)
+
 # The counters of memory.events and memory.swap.events. Other keys a reading's dict may hold
 # (v1's oom_control has the flags oom_kill_disable and under_oom) are not counters.
 MEMORY_EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill")
@@ -113,8 +131,35 @@ class SamplerCollector:
         return []
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._node_families()  # first: its read errors are counted in this scrape's
         yield from self._agent_families()
         yield from self._container_families()
+
+    def _node_families(self) -> Iterator[Metric]:
+        # Read at scrape time (three small files), not at every tick: nothing decides on them.
+        node = self.sampler.node()
+        meminfo = node.get("meminfo") or {}
+        name = f"{PREFIX}_node_memory"
+        for suffix, help_text, key in _NODE_MEMINFO:
+            gauge = GaugeMetricFamily(f"{name}_{suffix}", help_text)
+            if isinstance(meminfo.get(key), int):
+                gauge.add_metric([], float(meminfo[key]))
+            yield gauge
+        stalled = CounterMetricFamily(
+            f"{name}_pressure_stalled_seconds",
+            "/proc/pressure/memory total: time some or all (full) non-idle tasks of the node were "
+            "stalled waiting for memory.",
+            labels=["kind"],
+        )
+        avg10 = GaugeMetricFamily(
+            f"{name}_pressure_avg10_ratio",
+            "/proc/pressure/memory avg10 as a ratio (0..1): share of the last 10 s the node's tasks "
+            "were stalled on memory.",
+            labels=["kind"],
+        )
+        _add_pressure(stalled, avg10, [], node.get("pressure") or {})
+        yield stalled
+        yield avg10
 
     def _agent_families(self) -> Iterator[Metric]:
         # No node label: the scrape adds the target's node (relabeling), and a second one would clash.
@@ -139,7 +184,8 @@ class SamplerCollector:
             )
         errors = CounterMetricFamily(
             f"{PREFIX}_agent_tick_errors",
-            "cgroup reads skipped during sampling, by kind (vanished, missing_file, malformed, permission).",
+            "cgroup reads skipped during sampling (and node files at scrape time), by kind "
+            "(vanished, missing_file, malformed, permission, io).",
             labels=["kind"],
         )
         for kind, count in sorted(self.sampler.errors.items()):

@@ -53,9 +53,9 @@ from memoryguard.agent.cgroup import (
     MEDIUM,
     SLOW,
     CgroupProbe,
+    NodeProbe,
     detect_hierarchy,
     layout_for,
-    read_node,
 )
 from memoryguard.agent.discovery import (
     CONTAINER_ID_PATTERN,
@@ -177,6 +177,7 @@ class Sampler:
         self.interval_seconds = interval_seconds
         self.retention_seconds = retention_seconds
         self.proc_root = Path(proc_root)
+        self._node = NodeProbe(self.hierarchy, self.proc_root)
         self._clock = clock
         self._layout = layout_for(self.cgroup_version)
         self._ring_shape = {
@@ -525,8 +526,9 @@ class Sampler:
         return self._containers.get((pod_uid, container_id))
 
     def node(self) -> dict[str, Any]:
-        """Node-level memory now: ``meminfo`` (bytes), ``pressure`` (PSI), the root cgroup's stats."""
-        return read_node(self.hierarchy, self.proc_root, self.errors)
+        """Node-level memory now: ``meminfo`` (bytes), ``pressure`` (PSI), the root cgroup's stats
+        (see ``cgroup.NodeProbe``; read files count their errors with the ticks')."""
+        return self._node.read(self.errors)
 
     def ring_bytes(self) -> int:
         """Memory held by all rings' row buffers."""

@@ -58,6 +58,8 @@ class SamplerPort(SamplerView, Protocol):
 
     def find(self, pod_uid: str, container_id: str | None) -> Path | None: ...
 
+    def node(self) -> dict[str, Any]: ...
+
 
 class ActionsPort(Protocol):
     """The node-local actions (``memoryguard.agent.actions``), handed in so the server owns no file I/O."""
@@ -167,6 +169,7 @@ class AgentApi:
         self.accesses: dict[str, auth.Access] = {
             "/metrics": auth.metrics_access(),
             "/v1/pods": auth.samples_access(settings.node_name),
+            "/v1/node": auth.samples_access(settings.node_name),
             "/v1/reclaim": auth.actions_access(settings.node_name),
             "/v1/drop-caches": auth.actions_access(settings.node_name),
         }
@@ -315,6 +318,19 @@ class AgentApi:
         await out.write(f'],"missing":{_dumps(missing)},"now_seconds":{_dumps(self.clock())}}}')
         return await out.finish()
 
+    async def node(self, request: web.Request) -> web.Response:
+        if request.query:
+            key = next(iter(request.query))
+            raise ApiError(400, f"unknown query parameter {key!r}", key)
+        body = {
+            "node": self.settings.node_name,
+            "agent_version": __version__,
+            "cgroup_version": self.sampler.cgroup_version,
+            "now_seconds": self.clock(),
+            **self.sampler.node(),
+        }
+        return web.json_response(body, dumps=_dumps)
+
     async def reclaim(self, request: web.Request) -> web.Response:
         body = await _json_body(request, self.settings.max_body_bytes)
         _only_fields(body, ("pod_uid", "container_id", "bytes"))
@@ -442,6 +458,7 @@ def create_app(
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/metrics", api.metrics_endpoint)
     app.router.add_get("/v1/pods", api.pods)
+    app.router.add_get("/v1/node", api.node)
     app.router.add_post("/v1/reclaim", api.reclaim)
     app.router.add_post("/v1/drop-caches", api.drop_caches)
 

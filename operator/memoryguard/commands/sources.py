@@ -7,7 +7,9 @@
 - :class:`AgentSource` — a running agent's ``GET /v1/pods`` (docs/agent-api.md).
 
 Each ``read()`` returns :class:`Reading` rows: who the cgroup is, its latest Sample, its
-recent history (for growth rates and verdicts) and the kernel's raw dicts when known.
+recent history (for growth rates and verdicts) and the kernel's raw dicts when known; each
+``node()`` the node's memory (``meminfo`` in bytes, ``pressure``: the agent API's ``/v1/node``),
+or None when the source cannot tell.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memoryguard.agent.cgroup import ALL_TIERS, CgroupProbe, detect_hierarchy, layout_for
+from memoryguard.agent.cgroup import ALL_TIERS, CgroupProbe, NodeProbe, detect_hierarchy, layout_for
 from memoryguard.agent.metrics import NameLookup
 from memoryguard.engine.model import Sample
 
@@ -67,12 +69,17 @@ class _History:
 class PodSource:
     """Kubernetes pods' containers under ``root``, through the agent's sampler (every file every read)."""
 
-    def __init__(self, root: Path, *, history_seconds: float) -> None:
+    def __init__(self, root: Path, *, history_seconds: float, proc_root: Path = Path("/proc")) -> None:
         from memoryguard.agent.sampler import Sampler
 
         # A display wants every file fresh at every refresh, not the agent's staggered tiers.
         self.sampler = Sampler(
-            root, medium_every_ticks=1, slow_every_ticks=1, pod_every_ticks=1, discover_every_ticks=1
+            root,
+            medium_every_ticks=1,
+            slow_every_ticks=1,
+            pod_every_ticks=1,
+            discover_every_ticks=1,
+            proc_root=proc_root,
         )
         self.history = _History(history_seconds)
         self.description = (
@@ -97,14 +104,24 @@ class PodSource:
         self.history.keep_only({r.key for r in out})
         return out
 
+    def node(self) -> dict[str, Any] | None:
+        return self.sampler.node()
+
 
 class PathSource:
     """Named cgroup directories, or (``every=True``) every cgroup under the memory hierarchy."""
 
     def __init__(
-        self, root: Path, paths: Sequence[str] = (), *, every: bool = False, history_seconds: float
+        self,
+        root: Path,
+        paths: Sequence[str] = (),
+        *,
+        every: bool = False,
+        history_seconds: float,
+        proc_root: Path = Path("/proc"),
     ) -> None:
         self.hierarchy = detect_hierarchy(root)
+        self._node = NodeProbe(self.hierarchy, proc_root)
         self.layout = layout_for(self.hierarchy.version)
         self.every = every
         self.paths = [self._resolve(p) for p in paths]
@@ -167,6 +184,9 @@ class PathSource:
     def probe(self, path: Path) -> CgroupProbe:
         return CgroupProbe(path, self.layout)
 
+    def node(self) -> dict[str, Any] | None:
+        return self._node.read({})
+
 
 class AgentSource:
     """A running agent's read API.
@@ -211,23 +231,31 @@ class AgentSource:
             ("window_seconds", f"{self.history_seconds:g}"),
             ("detail", self.detail),
         ]
+        return self._get("/v1/pods", query)
+
+    def node(self) -> dict[str, Any] | None:
+        """The agent's ``GET /v1/node``; None from an agent too old to have it."""
+        try:
+            return self._get("/v1/node", [])
+        except _NotFound:
+            return None
+
+    def _get(self, path: str, query: list[tuple[str, str]]) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
         token = self._bearer()
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        request = urllib.request.Request(
-            f"{self.url}/v1/pods?{urllib.parse.urlencode(query)}", headers=headers
-        )
+        url = f"{self.url}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        request = urllib.request.Request(url, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 answer: dict[str, Any] = json.loads(response.read())
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
-            raise SourceError(
-                f"the agent answered {exc.code}{_HTTP_HINTS.get(exc.code, '')}: {detail}"
-            ) from exc
+            message = f"the agent answered {exc.code}{_HTTP_HINTS.get(exc.code, '')}: {detail}"
+            raise (_NotFound if exc.code == 404 else SourceError)(message) from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise SourceError(f"cannot read {self.url}/v1/pods: {exc}") from exc
+            raise SourceError(f"cannot read {self.url}{path}: {exc}") from exc
         return answer
 
     def read(self, uids: Sequence[str] = ()) -> list[Reading]:
@@ -264,6 +292,10 @@ class AgentSource:
         if known is None:
             return None
         return {"NAMESPACE": known.namespace, "POD": known.pod, "CONTAINER": known.container}
+
+
+class _NotFound(SourceError):
+    """404: no such route on this agent (an older one), or not an agent at all."""
 
 
 _HTTP_HINTS = {

@@ -5,6 +5,9 @@ the kernel reclaims it under pressure), WSET (working set = usage − inactive f
 kubelet and `kubectl top` report and evict on), LIMIT (memory.max), %LIMIT (working set as a
 share of the limit), ANON/S (anonymous memory growth over the last --growth-window seconds, in
 MiB/s: a leak shows here), EVENTS (OOM kills, limit hits and memory.high throttling so far).
+Above the table, the node's memory (MemTotal, MemAvailable, MemFree from /proc/meminfo, or the
+agent's /v1/node) and its memory pressure (PSI avg10: share of the last 10 s some or all tasks
+waited for memory).
 
 Where from:
   (default)        Kubernetes pods on this node, found under --root (/sys/fs/cgroup); when
@@ -22,7 +25,7 @@ import argparse
 import datetime as dt
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--agent", metavar="URL", help="read from a MemoryGuard agent instead of local cgroups"
     )
     parser.add_argument("--token-file", type=Path, help="file holding the bearer token for --agent")
+    parser.add_argument(
+        "--proc-root",
+        type=Path,
+        default=Path("/proc"),
+        help="procfs for the node line with local cgroups (default %(default)s)",
+    )
     where.add_argument(
         "--cgroup", action="append", default=[], metavar="PATH", help="only this cgroup (repeatable)"
     )
@@ -82,7 +91,12 @@ def run(args: argparse.Namespace) -> int:
             # With --once, a second reading one interval later gives ANON/S something to say.
             if not (args.once and slot == 0 and args.interval > 0):
                 table = render(
-                    readings, title=_title(source.description), note=note, sort=args.sort, limit=args.limit
+                    readings,
+                    title=_title(source.description),
+                    note=note,
+                    sort=args.sort,
+                    limit=args.limit,
+                    node=source.node(),
                 )
                 print((_CLEAR if live else "") + table, flush=True)
                 if args.once:
@@ -107,13 +121,17 @@ def _source(args: argparse.Namespace) -> tuple[AgentSource | PodSource | PathSou
             args.agent, token_file=args.token_file, history_seconds=history, detail="samples"
         )
         return source, ""
+    proc = args.proc_root
     if args.cgroup or args.all:
-        return PathSource(args.root, args.cgroup, every=args.all, history_seconds=history), ""
-    pods = PodSource(args.root, history_seconds=history)
+        return (
+            PathSource(args.root, args.cgroup, every=args.all, history_seconds=history, proc_root=proc),
+            "",
+        )
+    pods = PodSource(args.root, history_seconds=history, proc_root=proc)
     pods.sampler.tick()
     if pods.sampler.container_count:
         return pods, ""
-    fallback = PathSource(args.root, every=True, history_seconds=history)
+    fallback = PathSource(args.root, every=True, history_seconds=history, proc_root=proc)
     return (
         fallback,
         f"no Kubernetes pods under {args.root}: showing every cgroup instead (--cgroup PATH to pick)",
@@ -125,9 +143,15 @@ def _title(description: str) -> str:
 
 
 def render(
-    readings: Sequence[Reading], *, title: str = "", note: str = "", sort: str = "limit", limit: int = 0
+    readings: Sequence[Reading],
+    *,
+    title: str = "",
+    note: str = "",
+    sort: str = "limit",
+    limit: int = 0,
+    node: Mapping[str, Any] | None = None,
 ) -> str:
-    """The table (plus title and note lines) for these readings."""
+    """The table (plus title, node and note lines) for these readings."""
     rows = sorted(readings, key=_sort_key(sort))
     if limit > 0:
         rows = rows[:limit]
@@ -153,6 +177,8 @@ def render(
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     numeric = set(range(len(label_names), len(header) - 1))
     lines = [title] if title else []
+    if node is not None:
+        lines.append(node_line(node))
     if note:
         lines.append(note)
     if lines:
@@ -166,6 +192,28 @@ def render(
     if not rows:
         lines.append("(no cgroups)")
     return "\n".join(lines)
+
+
+def node_line(node: Mapping[str, Any]) -> str:
+    """``node memory 15.6Gi total, 9.77Gi available (63%), 5.86Gi free; PSI avg10 some 0.12% full 0.00%``."""
+    meminfo = node.get("meminfo") or {}
+    total, available, free = (meminfo.get(k) for k in ("MemTotal", "MemAvailable", "MemFree"))
+    if isinstance(total, int) and total > 0:
+        parts = [f"{human_bytes(total)} total"]
+        if isinstance(available, int):
+            parts.append(f"{human_bytes(available)} available ({100 * available / total:.0f}%)")
+        if isinstance(free, int):
+            parts.append(f"{human_bytes(free)} free")
+        text = "node memory " + ", ".join(parts)
+    else:
+        text = "node memory unknown (/proc/meminfo unreadable)"
+    pressure = node.get("pressure") or {}
+    psi = [
+        f"{kind} {row['avg10']:.2f}%"
+        for kind in ("some", "full")
+        if isinstance(row := pressure.get(kind), Mapping) and row.get("avg10") is not None
+    ]
+    return text + (f"; PSI avg10 {' '.join(psi)}" if psi else "; no PSI on this node")
 
 
 def _share(r: Reading) -> float | None:
