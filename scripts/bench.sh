@@ -9,9 +9,9 @@ WORK=$(mktemp -d /dev/shm/memoryguard-bench.XXXXXX 2>/dev/null || mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 echo "bench: $(date -u +%FT%TZ) $(uname -r) $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-echo "== agent: sampling tick, 500-container node (cgroup v2, systemd driver, containerd) on tmpfs"
+echo "== agent: sampling tick and serving (/metrics, /v1/pods; 60 s at 1 Hz + polls + scrapes), 500-container node (cgroup v2, systemd driver, containerd) on tmpfs"
 $PY -m tests.support.cgroup_tree --out "$WORK/node-v2" --containers 500
-$PY -m memoryguard.cli sample --root "$WORK/node-v2" --repeat 300 --fill-rings --json
+$PY -m memoryguard.cli sample --root "$WORK/node-v2" --repeat 300 --fill-rings --serve --serve-seconds 60 --json
 
 echo "== agent: sampling tick, 500-container node (cgroup v1, cgroupfs driver) on tmpfs"
 $PY -m tests.support.cgroup_tree --out "$WORK/node-v1" --containers 500 --version 1 --driver cgroupfs

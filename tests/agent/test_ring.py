@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+from array import array
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from memoryguard.agent import reading
 from memoryguard.agent.reading import READING_FIELDS, new_row, new_values
@@ -67,6 +70,25 @@ def test_the_latest_reading_as_a_dict_is_what_the_sample_gives(alive):
     expected = reading.sample_from_values(7.25, values).to_dict()
     assert as_dict == expected and list(as_dict) == list(expected)
     assert as_dict["psi_some_avg10"] == 12.34 and as_dict["alive"] is bool(alive)
+
+
+@given(st.lists(st.sampled_from([0, 1, 99, 1234, reading.CEILING, reading.NONE]), min_size=20, max_size=20))
+def test_decode_gives_every_field_in_sample_order_and_units(stored):
+    # What decode must do, written field by field (decode itself does it in bulk, for speed).
+    row = array("I", stored)
+    expected: list = [5.5] + [None] * reading.WIDTH
+    for value, slot in zip(row, reading.ROW_SLOTS, strict=True):
+        if value == reading.NONE:
+            continue
+        if slot in (reading.PSI_SOME, reading.PSI_FULL):
+            expected[slot + 1] = value / 100
+        elif slot == reading.ALIVE:
+            expected[slot + 1] = bool(value)
+        else:
+            expected[slot + 1] = value << reading.SHIFTS[slot]
+    decoded = reading.decode(5.5, row)
+    assert decoded == expected
+    assert [type(v) for v in decoded] == [type(v) for v in expected]
 
 
 def test_values_beyond_the_encoding_saturate_instead_of_wrapping():

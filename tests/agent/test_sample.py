@@ -56,3 +56,38 @@ def test_sample_counts_a_malformed_file(tmp_path):
     assert errors["malformed"] >= 2, errors
     assert sum(errors.values()) == errors["malformed"], errors
     assert report["containers"] == 4
+
+
+def test_sample_serve_measures_each_request_and_a_steady_second(tmp_path):
+    tree = build_node(tmp_path / "node", containers=30)
+    report = sample(
+        "--root", str(tree.root), "--repeat", "3", "--retention", "120", "--fill-rings",
+        "--serve", "--serve-repeat", "2", "--serve-seconds", "2",
+    )  # fmt: skip
+    serving = report["serving"]
+    assert serving["rss_bytes_idle"] > 0
+    requests = serving["requests"]
+    assert list(requests) == [
+        "metrics",
+        "pods_incremental",
+        "pods_incremental_full_detail",
+        "pods_window_600s",
+        "pods_window_1800s",
+    ]
+    for name, measured in requests.items():
+        assert measured["answer_bytes"] > 0, name
+        assert measured["cpu_seconds"]["median"] > 0 and measured["wall_seconds"]["median"] > 0, name
+        assert measured["rss_peak_bytes"] >= measured["rss_bytes_after"] > 0, name
+    # The incremental answer carries one row per container; a window carries the whole ring
+    # (120 s of retention: a 600 s window is all of it) and full detail adds each cgroup's files.
+    incremental = requests["pods_incremental"]["answer_bytes"]
+    assert requests["pods_incremental_full_detail"]["answer_bytes"] > 1.5 * incremental
+    assert requests["pods_window_600s"]["answer_bytes"] > 5 * incremental
+    window = requests["pods_window_600s"]["answer_bytes"]
+    assert requests["pods_window_1800s"]["answer_bytes"] == pytest.approx(window, rel=0.01)
+    steady = serving["steady"]
+    assert (steady["ticks"], steady["pods_requests"], steady["metrics_scrapes"]) == (2, 2, 1)
+    assert 1.9 <= steady["seconds"] < 10
+    assert 0 < steady["tick_cpu_share_of_one_core"] < steady["cpu_share_of_one_core"]
+    assert steady["rss_peak_bytes"] >= steady["rss_bytes"] > 0
+    assert sum(report["errors"].values()) == 0, report["errors"]

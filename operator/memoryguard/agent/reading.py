@@ -105,17 +105,23 @@ def encode(slot: int, value: int | None) -> int:
 
 def decode(t_seconds: float, row: Sequence[int]) -> list[Any]:
     """A stored row back as ``[t_seconds, *values]`` in Sample order and units (bytes, percent, bool)."""
-    out: list[Any] = [t_seconds, *([None] * WIDTH)]
-    for stored, slot in zip(row, ROW_SLOTS, strict=True):
-        if stored == NONE:
-            continue
-        if slot in (PSI_SOME, PSI_FULL):
-            out[slot + 1] = stored / 100
-        elif slot == ALIVE:
-            out[slot + 1] = bool(stored)
-        else:
-            out[slot + 1] = stored << SHIFTS[slot]
+    # Runs for every row an API answer carries (165 000 for a 600 s window of 500 containers):
+    # two comprehensions instead of a branchy loop over the fields. (No tuple in between: the
+    # interpreter keeps up to 2000 freed 20-tuples for reuse: ~0.4 MiB held after an answer.)
+    values = [None if v == NONE else v << s for v, s in zip(row, _ROW_SHIFTS, strict=True)]
+    out = [t_seconds] + [values[i] for i in ROW_POS]
+    for i in _PSI_OUT:
+        if out[i] is not None:
+            out[i] /= 100
+    alive = out[_ALIVE_OUT]
+    if alive is not None:
+        out[_ALIVE_OUT] = bool(alive)
     return out
+
+
+_ROW_SHIFTS = tuple(SHIFTS[slot] for slot in ROW_SLOTS)
+_PSI_OUT = (PSI_SOME + 1, PSI_FULL + 1)  # + 1: t_seconds comes first
+_ALIVE_OUT = ALIVE + 1
 
 
 def values_as_dict(t_seconds: float, values: Sequence[Any]) -> dict[str, Any]:

@@ -13,16 +13,30 @@ With ``--fill-rings`` the sampler first runs enough ticks on a fake clock to fil
 The agent's HTTP and metrics modules are imported first, so RSS counts what a real agent loads.
 
     memoryguard sample --root /dev/shm/node --repeat 200 --fill-rings --json
+
+With ``--serve`` it then serves that same sampler with the agent's real HTTP app (no auth) on a
+localhost port and measures what answering costs, from a client in another process (so its
+memory and CPU are not counted): resident memory idle, then RSS and peak RSS (``VmHWM``,
+reset before each kind of request) after ``/metrics`` scrapes and ``GET /v1/pods`` answers —
+the operator's incremental one (the newest row of every container), the same with
+``detail=full``, and full windows of 600 s and 1800 s — with the CPU time of each request
+(the process's, median over ``--serve-repeat``); and finally ``--serve-seconds`` of real time
+the way a node runs: a tick every second, one incremental ``/v1/pods`` per second and one
+``/metrics`` scrape every 15 s, as a share of one core.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import importlib
 import json
 import math
 import os
+import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,12 +65,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-agent-imports", action="store_true", help="do not import the agent's server modules"
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="then serve the sampler over HTTP and measure requests (memory and CPU)",
+    )
+    parser.add_argument(
+        "--serve-repeat", type=int, default=5, help="requests of each kind with --serve (default %(default)s)"
+    )
+    parser.add_argument(
+        "--serve-seconds",
+        type=int,
+        default=60,
+        help="real seconds of 1 Hz ticks + requests with --serve (default %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise SystemExit("--repeat must be ≥ 1")
+    if args.serve and (args.serve_repeat < 1 or args.serve_seconds < 1):
+        raise SystemExit("--serve-repeat and --serve-seconds must be ≥ 1")
     loaded = [] if args.no_agent_imports else _import_agent_modules()
 
     from memoryguard.agent.sampler import Sampler
@@ -115,6 +145,11 @@ def run(args: argparse.Namespace) -> int:
         "agent_modules_loaded": loaded,
         "errors": dict(sampler.errors),
     }
+    if args.serve:
+        report["serving"] = asyncio.run(
+            _serve(sampler, clock, repeat=args.serve_repeat, seconds=args.serve_seconds)
+        )
+        report["errors"] = dict(sampler.errors)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -197,6 +232,189 @@ def _proc_status() -> dict[str, int]:
     return out
 
 
+# --- serving ------------------------------------------------------------------------------------
+
+# (name, request path; {since} is the previous tick's time) in the order they are measured.
+_REQUESTS = (
+    ("metrics", "/metrics"),
+    ("pods_incremental", "/v1/pods?since_seconds={since}"),
+    ("pods_incremental_full_detail", "/v1/pods?since_seconds={since}&detail=full"),
+    ("pods_window_600s", "/v1/pods?window_seconds=600"),
+    ("pods_window_1800s", "/v1/pods?window_seconds=1800"),
+)
+SCRAPE_EVERY_SECONDS = 15
+
+
+async def _serve(sampler: Any, clock: _FakeClock, *, repeat: int, seconds: int) -> dict[str, Any]:
+    from aiohttp import web
+
+    from memoryguard.agent.main import NodeActions
+    from memoryguard.agent.metrics import AgentMetrics
+    from memoryguard.agent.server import ServerSettings, create_app
+
+    settings = ServerSettings(
+        node_name="bench",
+        interval_seconds=sampler.interval_seconds,
+        retention_seconds=sampler.retention_seconds,
+    )
+    app = create_app(
+        sampler,
+        NodeActions(sampler.proc_root),
+        settings,
+        authorizer=None,
+        metrics=AgentMetrics(sampler),
+        clock=clock,
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    client = await _Client.start(f"127.0.0.1:{port}")
+    try:
+        gc.collect()
+        idle = _proc_status()
+        requests: dict[str, Any] = {}
+        for name, template in _REQUESTS:
+            hwm_reset = _reset_peak_rss()
+            cpu: list[float] = []
+            wall: list[float] = []
+            sizes: list[int] = []
+            for _ in range(repeat):
+                since = clock()
+                sampler.tick()  # one new row per container, as the operator finds at every poll
+                clock.advance()
+                c0, w0 = _process_cpu_seconds(), time.perf_counter()
+                sizes.append(await client.get(template.format(since=repr(since))))
+                wall.append(time.perf_counter() - w0)
+                cpu.append(_process_cpu_seconds() - c0)
+            status = _proc_status()
+            requests[name] = {
+                "path": template,
+                "answer_bytes": statistics.median(sizes),
+                "cpu_seconds": _stats(cpu),
+                "wall_seconds": _stats(wall),
+                "rss_bytes_after": status.get("VmRSS"),
+                "rss_peak_bytes": status.get("VmHWM"),
+                "peak_reset": hwm_reset,
+            }
+        steady = await _steady(sampler, clock, client, seconds)
+    finally:
+        await client.close()
+        await runner.cleanup()
+    return {
+        "rss_bytes_idle": idle.get("VmRSS"),
+        "requests": requests,
+        "steady": steady,
+    }
+
+
+async def _steady(sampler: Any, clock: _FakeClock, client: _Client, seconds: int) -> dict[str, Any]:
+    """A node's second, ``seconds`` times in real time: tick, the operator's poll, a scrape every 15 s."""
+    loop = asyncio.get_running_loop()
+    hwm_reset = _reset_peak_rss()
+    start = loop.time()
+    cpu0 = _process_cpu_seconds()
+    scrapes = 0
+    tick_cpu = 0.0
+    for k in range(seconds):
+        since = clock()
+        c0 = time.thread_time()
+        sampler.tick()
+        tick_cpu += time.thread_time() - c0
+        clock.advance()
+        await client.get(f"/v1/pods?since_seconds={since!r}")
+        if k % SCRAPE_EVERY_SECONDS == 0:
+            await client.get("/metrics")
+            scrapes += 1
+        await asyncio.sleep(max(0.0, start + k + 1 - loop.time()))
+    elapsed = loop.time() - start
+    cpu = _process_cpu_seconds() - cpu0
+    status = _proc_status()
+    return {
+        "seconds": elapsed,
+        "ticks": seconds,
+        "pods_requests": seconds,
+        "metrics_scrapes": scrapes,
+        "cpu_seconds": cpu,
+        "cpu_share_of_one_core": cpu / elapsed,
+        "tick_cpu_share_of_one_core": tick_cpu / elapsed,
+        "rss_bytes": status.get("VmRSS"),
+        "rss_peak_bytes": status.get("VmHWM"),
+        "peak_reset": hwm_reset,
+    }
+
+
+class _Client:
+    """An HTTP client in a child process: its buffers and CPU are not the agent's. It reads each
+    answer in 64 KiB pieces and throws them away, over one kept-alive connection (as the
+    operator's session does)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, address: str) -> _Client:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from memoryguard.commands.sample import client_main; client_main()",
+            address,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    async def get(self, path: str) -> int:
+        """The answer's size in bytes; raises unless it was a 200."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(path.encode() + b"\n")
+        await self.process.stdin.drain()
+        line = (await self.process.stdout.readline()).decode().strip()
+        status, _, rest = line.partition(" ")
+        if status != "200":
+            raise RuntimeError(f"GET {path}: {line or 'the client process died'}")
+        return int(rest)
+
+    async def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        await self.process.wait()
+
+
+def client_main() -> None:
+    """The child process of :class:`_Client`: one GET per line of stdin, ``status bytes`` per line out."""
+    import http.client
+
+    connection = http.client.HTTPConnection(sys.argv[1], timeout=120)
+    for line in sys.stdin:
+        try:
+            connection.request("GET", line.strip())
+            response = connection.getresponse()
+            size = 0
+            while piece := response.read(65536):
+                size += len(piece)
+            print(response.status, size, flush=True)
+        except (OSError, http.client.HTTPException) as exc:
+            print(0, f"{type(exc).__name__}: {exc}", flush=True)
+            connection.close()
+
+
+def _process_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux ≥ 4.0: ``echo 5 > /proc/self/clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
 def _text(r: dict[str, Any]) -> str:
     ms = 1000.0
     tick, floor = r["tick_seconds"], r["floor_tick_seconds"]
@@ -214,4 +432,21 @@ def _text(r: dict[str, Any]) -> str:
         f"rings {r['ring_bytes'] / 2**20:.1f} MiB ({'filled' if r['rings_filled'] else 'not filled'})",
         f"errors {r['errors']}",
     ]
+    serving = r.get("serving")
+    if serving:
+        mib = 2**20
+        lines.append(f"serving: RSS idle {serving['rss_bytes_idle'] / mib:.1f} MiB")
+        for name, q in serving["requests"].items():
+            lines.append(
+                f"  {name:<30} {q['answer_bytes'] / mib:7.2f} MiB"
+                f"  CPU {q['cpu_seconds']['median'] * ms:7.1f} ms"
+                f"  RSS after {q['rss_bytes_after'] / mib:.1f} MiB  peak {q['rss_peak_bytes'] / mib:.1f} MiB"
+            )
+        st = serving["steady"]
+        lines.append(
+            f"  1 Hz ticks + 1 incremental /v1/pods per s + /metrics every {SCRAPE_EVERY_SECONDS} s, "
+            f"{st['seconds']:.0f} s: {st['cpu_share_of_one_core'] * 100:.2f} % of one core "
+            f"(ticks alone {st['tick_cpu_share_of_one_core'] * 100:.2f} %), "
+            f"RSS {st['rss_bytes'] / mib:.1f} MiB, peak {st['rss_peak_bytes'] / mib:.1f} MiB"
+        )
     return "\n".join(lines)
