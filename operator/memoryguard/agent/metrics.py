@@ -159,6 +159,7 @@ class SamplerCollector:
         )
         _add_pressure(stalled, avg10, [], node.get("pressure") or {})
         yield stalled
+        del stalled
         yield avg10
 
     def _agent_families(self) -> Iterator[Metric]:
@@ -196,8 +197,8 @@ class SamplerCollector:
         # One family at a time, each built in one pass over the readings and handed to the
         # encoder before the next is built: 500 containers make ~12 000 samples, which held
         # all at once (and then their text) would be several MiB for the length of a scrape.
-        readings = list(self.sampler.latest())
-        labelled = [(self._labels(reading), reading) for reading in readings]
+        # Each is let go once yielded (del): a local would keep it until the next one is built.
+        labelled = [(self._labels(reading), reading) for reading in self.sampler.latest()]
         base = ["pod_uid", "container_id", "qos"]
         label_names = base + (["namespace", "pod", "container"] if self.names is not None else [])
         name = f"{PREFIX}_container_memory"
@@ -208,6 +209,7 @@ class SamplerCollector:
                 if value is not None:
                     gauge.add_metric(labels, float(value))
             yield gauge
+            del gauge
         events = CounterMetricFamily(
             f"{name}_events",
             "memory.events counters (low, high, max, oom, oom_kill, oom_group_kill) since cgroup creation.",
@@ -217,6 +219,7 @@ class SamplerCollector:
             for key, count in _memory_events(reading.events):
                 events.add_metric([*labels, key], count)
         yield events
+        del events
         swap_events = CounterMetricFamily(
             f"{name}_swap_events",
             "memory.swap.events counters (high, max, fail) since the cgroup was created.",
@@ -226,6 +229,7 @@ class SamplerCollector:
             for key, count in _counts(reading.swap_events, SWAP_EVENTS):
                 swap_events.add_metric([*labels, key], count)
         yield swap_events
+        del swap_events
         faults = CounterMetricFamily(
             f"{name}_major_page_faults",
             "Major page faults (memory.stat pgmajfault): page cache or swap read back from disk.",
@@ -234,6 +238,7 @@ class SamplerCollector:
         for labels, reading in labelled:
             faults.add_metric(labels, float(reading.latest.pgmajfault))
         yield faults
+        del faults
         stalled = CounterMetricFamily(
             f"{name}_pressure_stalled_seconds",
             "memory.pressure total: time some or all (full) tasks were stalled waiting for memory.",
@@ -247,6 +252,7 @@ class SamplerCollector:
         for labels, reading in labelled:
             _add_pressure(stalled, avg10, labels, reading.pressure)
         yield stalled
+        del stalled
         yield avg10
 
     def _labels(self, reading: Any) -> list[str]:
@@ -375,9 +381,11 @@ class AgentMetrics:
         def chunks() -> Iterator[bytes]:
             for family in self.registry.collect():
                 text = encoder(_OneFamily(family))
+                del family  # not kept while the next family is collected
                 if openmetrics:
                     text = text.removesuffix(_OPENMETRICS_EOF)
                 yield text
+                del text
             if openmetrics:
                 yield _OPENMETRICS_EOF
 

@@ -109,7 +109,7 @@ def decode(t_seconds: float, row: Sequence[int]) -> list[Any]:
     # two comprehensions instead of a branchy loop over the fields. (No tuple in between: the
     # interpreter keeps up to 2000 freed 20-tuples for reuse: ~0.4 MiB held after an answer.)
     values = [None if v == NONE else v << s for v, s in zip(row, _ROW_SHIFTS, strict=True)]
-    out = [t_seconds] + [values[i] for i in ROW_POS]
+    out: list[Any] = [t_seconds] + [values[i] for i in ROW_POS]
     for i in _PSI_OUT:
         if out[i] is not None:
             out[i] /= 100

@@ -95,19 +95,34 @@ class TickStats:
     discovered: bool  # whether this tick re-listed the cgroup tree
 
 
-@dataclass(frozen=True, slots=True)
 class ContainerReading:
-    """A container's latest reading, for ``/metrics``."""
+    """A container's latest reading, for ``/metrics`` and ``top``: who it is and its Sample;
+    ``events``, ``swap_events`` and ``pressure`` are parsed from the last read's bytes when
+    asked (a scrape holds 500 of these while it writes family after family: parsed up front,
+    their dicts were ~1 MiB held for the whole scrape)."""
 
-    pod_uid: str
-    container_id: str
-    qos: str
-    runtime: str
-    cgroup_path: str
-    latest: Sample
-    events: Mapping[str, int]
-    swap_events: Mapping[str, int]
-    pressure: Mapping[str, Mapping[str, float | int]]
+    __slots__ = ("_probe", "cgroup_path", "container_id", "latest", "pod_uid", "qos", "runtime")
+
+    def __init__(self, container: ContainerCgroup, latest: Sample, probe: CgroupProbe) -> None:
+        self.pod_uid = container.pod_uid
+        self.container_id = container.container_id
+        self.qos = container.qos
+        self.runtime = container.runtime
+        self.cgroup_path = container.cgroup_path
+        self.latest = latest
+        self._probe = probe
+
+    @property
+    def events(self) -> Mapping[str, int]:
+        return self._probe.events()
+
+    @property
+    def swap_events(self) -> Mapping[str, int]:
+        return self._probe.swap_events()
+
+    @property
+    def pressure(self) -> Mapping[str, Mapping[str, float | int]]:
+        return self._probe.pressure()
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,18 +501,7 @@ class Sampler:
                 continue
             container = tracked.cgroup
             assert isinstance(container, ContainerCgroup)
-            probe = tracked.probe
-            yield ContainerReading(
-                pod_uid=container.pod_uid,
-                container_id=container.container_id,
-                qos=container.qos,
-                runtime=container.runtime,
-                cgroup_path=container.cgroup_path,
-                latest=sample,
-                events=probe.events(),
-                swap_events=probe.swap_events(),
-                pressure=probe.pressure(),
-            )
+            yield ContainerReading(container, sample, tracked.probe)
 
     def pod_latest(self, pod_uid: str) -> Sample | None:
         tracked = self._pods.get(pod_uid)

@@ -265,6 +265,7 @@ class AgentApi:
         out = await self._stream(request, content_type)
         for chunk in chunks:
             await out.write_bytes(chunk)
+            del chunk  # not kept while the next family is built
         return await out.finish()
 
     async def pods(self, request: web.Request) -> web.StreamResponse:
