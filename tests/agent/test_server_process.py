@@ -226,3 +226,22 @@ def test_agent_with_an_unusable_configuration_exits_2_saying_why(node, tmp_path,
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_drop_caches_writes_the_directory_named_by_proc_sys_vm(node, tmp_path):
+    # As the chart runs it: meminfo from the container's own /proc (here a fixture), and only
+    # the host's /proc/sys/vm mounted, outside /proc.
+    tree, proc, _ = node
+    sys_vm = tmp_path / "host-proc-sys-vm"
+    sys_vm.mkdir()
+    (sys_vm / "drop_caches").write_text("0\n")
+    args = ["--insecure-no-auth", "--enable-drop-caches", f"--proc-sys-vm={sys_vm}"]
+    with AgentProcess(root=tree.root, proc_root=proc, args=args, log_dir=tmp_path) as agent:
+        agent.wait_ready()
+        status, body = agent.request("POST", "/v1/drop-caches", {"level": 1})
+        log = agent.log_text()
+    assert status == 200, body
+    assert (sys_vm / "drop_caches").read_text() == "1\n"
+    assert (proc / "sys" / "vm" / "drop_caches").read_text() == "0\n"  # not the procfs one
+    assert body["level"] == 1 and body["before_meminfo"]["MemTotal"] == 16 * 1024 * MiB
+    assert f"{sys_vm}/drop_caches" in log  # the start line says where it writes

@@ -161,17 +161,24 @@ def test_agent_mounts_only_the_cgroup_tree_without_drop_caches() -> None:
     assert _host_paths(objects) == {"/sys/fs/cgroup": ("/host/sys/fs/cgroup", False)}
     args = container(objects, "DaemonSet")["args"]
     assert "--enable-drop-caches" not in args and "--proc-root=/proc" in args
+    assert not any(a.startswith("--proc-sys-vm") for a in args)
 
 
-def test_drop_caches_mounts_proc_sys_vm_writable_and_enables_the_flag() -> None:
+def test_drop_caches_mounts_only_the_hosts_proc_sys_vm_writable_and_names_it() -> None:
     objects = render(SCENARIOS["drop-caches"])
-    mounts = _host_paths(objects)
-    assert mounts["/proc/sys/vm"] == ("/host/proc/sys/vm", False)
-    assert mounts["/proc"] == ("/host/proc", True)
-    args = container(objects, "DaemonSet")["args"]
+    # Least privilege: the host's /proc/sys/vm and nothing else of its procfs, outside /proc
+    # (runtimes refuse mounts there); meminfo and PSI come from the container's own /proc.
+    assert _host_paths(objects) == {
+        "/sys/fs/cgroup": ("/host/sys/fs/cgroup", False),
+        "/proc/sys/vm": ("/host/proc-sys-vm", False),
+    }
+    agent = container(objects, "DaemonSet")
+    assert not any(m["mountPath"].startswith("/proc") for m in agent["volumeMounts"])
+    args = agent["args"]
     assert "--enable-drop-caches" in args
     assert "--drop-caches-min-interval=30m" in args
-    assert "--proc-root=/host/proc" in args
+    assert "--proc-sys-vm=/host/proc-sys-vm" in args
+    assert "--proc-root=/proc" in args
 
 
 def test_network_policy_admits_only_the_operator_and_prometheus_to_the_agents() -> None:

@@ -59,6 +59,7 @@ async def agent_app(
     root: Path,
     *,
     proc_root: Path | None = None,
+    sys_vm_dir: Path | None = None,
     api: auth.ApiServer | None = None,
     node_name: str = "node-a",
     enable_drop_caches: bool = False,
@@ -91,7 +92,7 @@ async def agent_app(
     )
     app = create_app(
         sampler,
-        NodeActions(proc),
+        NodeActions(proc, sys_vm_dir),
         settings,
         authorizer=authorizer,
         metrics=metrics,

@@ -7,7 +7,8 @@ reclaimable memory than asked, so it ends the reclaim as *partial*, not as an er
 actually freed come from ``memory.current`` read before and after: the kernel's own count
 of pages reclaimed includes pages that were charged again meanwhile.
 
-``drop_caches`` writes ``/proc/sys/vm/drop_caches`` (1 = page cache, 2 = slab, 3 = both). It
+``drop_caches`` writes ``drop_caches`` in the host's ``/proc/sys/vm`` (1 = page cache, 2 = slab,
+3 = both; in a pod that directory alone is mounted from the host, see ``--proc-sys-vm``). It
 is node-wide and costs every workload its cache, so the agent only offers it when started
 with ``--enable-drop-caches``: refusing otherwise (and rate-limiting) is the server's job,
 this function just does it. Dirty pages are not dropped; no ``sync`` is run first, because a
@@ -128,12 +129,15 @@ def drop_caches(
     level: int,
     proc_root: Path = Path("/proc"),
     *,
+    sys_vm_dir: Path | None = None,
     write: Callable[[Path, int], None] | None = None,
 ) -> DropCachesResult:
-    """Write ``level`` to ``<proc_root>/sys/vm/drop_caches``; MemFree before and after tell what it freed."""
+    """Write ``level`` to ``<sys_vm_dir>/drop_caches`` (default ``<proc_root>/sys/vm``); MemFree
+    in ``<proc_root>/meminfo`` before and after tells what it freed (meminfo is node-wide in
+    any procfs, a container's own included)."""
     if level not in DROP_CACHES_LEVELS:
         raise ValueError(f"level must be 1 (page cache), 2 (slab) or 3 (both), got {level!r}")
-    target = Path(proc_root) / "sys" / "vm" / "drop_caches"
+    target = Path(sys_vm_dir if sys_vm_dir is not None else Path(proc_root) / "sys" / "vm") / "drop_caches"
     before = _meminfo(proc_root)
     (write or _write_level)(target, level)
     after = _meminfo(proc_root)

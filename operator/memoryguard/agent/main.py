@@ -81,7 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--root", type=Path, default=Path("/sys/fs/cgroup"), help="cgroup mount (default %(default)s)"
     )
     sampling.add_argument(
-        "--proc-root", type=Path, default=Path("/proc"), help="procfs mount (default %(default)s)"
+        "--proc-root",
+        type=Path,
+        default=Path("/proc"),
+        help="procfs for meminfo and memory PSI, node-wide in any procfs (default %(default)s)",
     )
     sampling.add_argument(
         "--interval", type=duration_seconds, default=1.0, help="time between ticks (default 1s)"
@@ -108,6 +111,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--enable-drop-caches",
         action="store_true",
         help="allow POST /v1/drop-caches (node-wide: it drops every pod's page cache)",
+    )
+    serving.add_argument(
+        "--proc-sys-vm",
+        type=Path,
+        metavar="DIR",
+        help="the host's /proc/sys/vm, where drop_caches is written (default <proc-root>/sys/vm; "
+        "in a pod, the host directory mounted alone, e.g. /host/proc-sys-vm)",
     )
     serving.add_argument(
         "--drop-caches-min-interval",
@@ -174,18 +184,19 @@ def configure_logging(level: str, fmt: str) -> None:
 class NodeActions:
     """Adapter from the server's ActionsPort to ``memoryguard.agent.actions``."""
 
-    def __init__(self, proc_root: Path) -> None:
+    def __init__(self, proc_root: Path, sys_vm_dir: Path | None = None) -> None:
         from memoryguard.agent import actions
 
         self._actions = actions
         self.proc_root = proc_root
+        self.sys_vm_dir = sys_vm_dir
         self.unsupported: tuple[type[Exception], ...] = (actions.ReclaimUnsupported,)
 
     def reclaim(self, cgroup_dir: Path, bytes_: int) -> Any:
         return self._actions.reclaim(cgroup_dir, bytes_)
 
     def drop_caches(self, level: int) -> Any:
-        return self._actions.drop_caches(level, self.proc_root)
+        return self._actions.drop_caches(level, self.proc_root, sys_vm_dir=self.sys_vm_dir)
 
 
 @dataclass
@@ -300,7 +311,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
         enable_drop_caches=args.enable_drop_caches,
         drop_caches_min_interval_seconds=args.drop_caches_min_interval,
     )
-    app = create_app(sampler, NodeActions(args.proc_root), settings, authorizer=authorizer, metrics=metrics)
+    actions = NodeActions(args.proc_root, args.proc_sys_vm)
+    app = create_app(sampler, actions, settings, authorizer=authorizer, metrics=metrics)
     runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger("aiohttp.access"))
     await runner.setup()
     host, port = args.listen
@@ -323,7 +335,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
         args.interval,
         args.retention,
         "off" if authorizer is None else f"reviews via {authorizer.reviewer.api.url}",
-        f"enabled (min interval {args.drop_caches_min_interval:g}s)"
+        f"enabled (min interval {args.drop_caches_min_interval:g}s, "
+        f"{(args.proc_sys_vm or args.proc_root / 'sys' / 'vm') / 'drop_caches'})"
         if args.enable_drop_caches
         else "disabled",
     )
