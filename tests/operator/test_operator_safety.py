@@ -246,7 +246,7 @@ async def test_statefulset_and_daemonset_pods_get_their_own_workload_restarted(
     await operators.start()
 
     resource = f"apps/v1/{kind.lower()}s"
-    async with Leak(db).running() as leak:
+    async with Leak(db, bytes_per_second=6 * MiB).running() as leak:
         (patch,) = await eventually(lambda: cluster.restart_patches("db", resource=resource), timeout=40)
         assert time.time() < leak.limit_reached_at()
     annotations = patch.data["spec"]["template"]["metadata"]["annotations"]

@@ -510,23 +510,35 @@ async def _judge_container(
         reclaim_supported=pod.node not in state.no_reclaim_nodes,
     )
     samples = history.window(policy.window_seconds)
-    first = judge(
-        samples,
-        policy,
-        container,
-        target,
-        state.limiter_for(policy),
-        agent_now_seconds=reading.now_seconds,
-        now_seconds=now,
-    )
+
+    def judge_for(target: Target, restarts_in_flight: int = 0) -> Judgement:
+        return judge(
+            samples,
+            policy,
+            container,
+            target,
+            state.limiter_for(policy),
+            agent_now_seconds=reading.now_seconds,
+            now_seconds=now,
+            restarts_in_flight=restarts_in_flight,
+            max_concurrent_restarts=cap,
+        )
+
+    # The first judgement counts no rollouts in flight: counting them reads workloads, which is
+    # only worth it when a restart is wanted.
+    cap = runtime.config.max_concurrent_restarts
+    first = judgement = judge_for(target)
     wanted = (first.decision.action, first.decision.wanted)
     wants_restart = Action.RESTART in wanted or Action.EVICT in wanted
-    cap = runtime.config.max_concurrent_restarts
     in_flight = 0
     if wants_restart and cap is not None:
         in_flight = await runtime.in_flight.count(runtime.api, now)
         runtime.metrics.restarts_in_flight.set(in_flight)
-    if wants_restart and pod.owner is not None:
+    if pod.owner is None:
+        workload = Workload("Pod", pod.namespace, pod.name)
+        if wants_restart and cap is not None:
+            judgement = judge_for(target, in_flight)
+    elif wants_restart:
         # The restart cooldown is kept per workload: resolve it (ReplicaSets once) and plan again.
         try:
             workload = await resolve_workload(runtime.api, pod, state.owners)
@@ -547,35 +559,7 @@ async def _judge_container(
                 container=container.name,
                 reclaim_supported=target.reclaim_supported,
             )
-            judgement = judge(
-                samples,
-                policy,
-                container,
-                target,
-                state.limiter_for(policy),
-                agent_now_seconds=reading.now_seconds,
-                now_seconds=now,
-                restarts_in_flight=in_flight,
-                max_concurrent_restarts=cap,
-            )
-        else:
-            judgement = first
-    else:
-        judgement = first
-        if pod.owner is None:
-            workload = Workload("Pod", pod.namespace, pod.name)
-            if wants_restart and cap is not None:
-                judgement = judge(
-                    samples,
-                    policy,
-                    container,
-                    target,
-                    state.limiter_for(policy),
-                    agent_now_seconds=reading.now_seconds,
-                    now_seconds=now,
-                    restarts_in_flight=in_flight,
-                    max_concurrent_restarts=cap,
-                )
+            judgement = judge_for(target, in_flight)
     assessment, decision = judgement.assessment, judgement.decision
     export_forecast(
         runtime.metrics, state.key, pod, container, assessment, now - (reading.now_seconds - latest.t_seconds)
