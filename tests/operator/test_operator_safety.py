@@ -229,8 +229,11 @@ async def test_an_eviction_a_disruption_budget_never_allows_is_given_up_with_an_
     async with Leak(batch).running():
         failed = await eventually(lambda: cluster.events("EvictionFailed", kind="Pod"), timeout=40)
     assert "given up" in failed[0]["message"] and "refused it" in failed[0]["message"]
-    (entry,) = [e for e in _ledger(cluster, "batch") if e["action"] == "evict"]
-    assert entry["state"] == "failed"
+    (entry,) = await eventually(
+        lambda: [e for e in _ledger(cluster, "batch") if e["action"] == "evict" and e["state"] == "failed"],
+        timeout=10,
+    )
+    assert "given up" in entry["message"]
     posts = cluster.requests("POST", "v1/pods", subresource="eviction")
     assert len(posts) >= 2, "retried while the give-up time had not passed"
 
@@ -251,6 +254,10 @@ async def test_statefulset_and_daemonset_pods_get_their_own_workload_restarted(
         assert time.time() < leak.limit_reached_at()
     annotations = patch.data["spec"]["template"]["metadata"]["annotations"]
     assert annotations[keys.KUBECTL_RESTARTED_AT].endswith("Z")
-    (entry,) = [e for e in _ledger(cluster, "db") if e["action"] == "restart"]
-    assert entry["target"] == f"{kind.lower()}/db" and entry["state"] == "done"
+    # The outcome reaches status in the background, after the patch.
+    (entry,) = await eventually(
+        lambda: [e for e in _ledger(cluster, "db") if e["action"] == "restart" and e["state"] == "done"],
+        timeout=10,
+    )
+    assert entry["target"] == f"{kind.lower()}/db"
     assert cluster.restart_patches() == [], "no Deployment was touched"
