@@ -6,7 +6,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support.agent_app import agent_app
-from tests.support.cgroup_tree import CgroupTree, MiB, write_proc
+from tests.support.cgroup_tree import CgroupTree, MiB, add_eventful_node, write_proc
 from tests.support.promtool import promtool_check
 
 from memoryguard.agent.metrics import AgentMetrics, ContainerNames
@@ -33,23 +33,7 @@ def node(tmp_path):
     """A v2 node with pods of every QoS class and some kernel events and pressure."""
     write_proc(tmp_path / "proc")
     tree = CgroupTree(tmp_path / "cgroup", version=2, driver="systemd")
-    leaky = tree.add_pod(
-        qos="burstable",
-        containers=1,
-        max_bytes=256 * MiB,
-        anon_bytes=200 * MiB,
-        file_bytes=30 * MiB,
-        high_events=7,
-        oom_kill=2,
-        oom_events=2,
-        swap_fail_events=1,
-        pgmajfault=1234,
-        psi_some_avg10=12.5,
-        psi_some_total_us=3_500_000,
-        psi_full_total_us=1_000_000,
-    )
-    tree.add_pod(qos="guaranteed", containers=2, max_bytes=512 * MiB)
-    unlimited = tree.add_pod(qos="besteffort", containers=1)
+    leaky, _, unlimited = add_eventful_node(tree)
     return tree, leaky, unlimited
 
 

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 from tests.chart.kube import ROOT
 from tests.support.agent_app import agent_app
-from tests.support.cgroup_tree import CgroupTree, MiB, write_proc
+from tests.support.cgroup_tree import CgroupTree, MiB, add_eventful_node, write_proc
 
 from memoryguard.controller.metrics import ContainerForecast, OperatorMetrics
 
@@ -81,22 +81,7 @@ def families(registry: CollectorRegistry, *owners: object) -> dict[str, Family]:
 async def agent_families(tmp_path: Path) -> dict[str, Family]:
     proc = write_proc(tmp_path / "proc")
     tree = CgroupTree(tmp_path / "cgroup", version=2, driver="systemd")
-    tree.add_pod(
-        qos="burstable",
-        containers=1,
-        max_bytes=256 * MiB,
-        anon_bytes=200 * MiB,
-        file_bytes=30 * MiB,
-        high_events=7,
-        oom_kill=2,
-        swap_fail_events=1,
-        pgmajfault=12,
-        psi_some_avg10=12.5,
-        psi_some_total_us=3_500_000,
-        psi_full_total_us=1_000_000,
-    )
-    tree.add_pod(qos="guaranteed", containers=2, max_bytes=512 * MiB)
-    tree.add_pod(qos="besteffort", containers=1)
+    add_eventful_node(tree)
     async with agent_app(tree.root, proc_root=proc) as agent:
         agent.tick(count=3)
         assert (await agent.client.get("/v1/pods")).status == 200

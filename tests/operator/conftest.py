@@ -330,6 +330,12 @@ class Agents:
         await self.launch(agent, interval=interval)
         return agent
 
+    async def start_in(self, cluster: Cluster, node: str, **options: Any) -> Agent:
+        """Start a node's agent and list its pod in the cluster, as the DaemonSet would."""
+        agent = await self.start(node, **options)
+        cluster.add_agent_pod(node, agent.port)
+        return agent
+
     async def launch(self, agent: Agent, *, interval: str = "1s") -> None:
         """Start (or start again, on the same port and tree) the agent process of a node."""
         agent.process = AgentProcess(

@@ -53,8 +53,7 @@ async def test_operator_token_is_reviewed_by_the_agent_and_the_restart_goes_thro
     cluster: Cluster, agents: Agents, operators: Operators, reviews: ReviewStub, tmp_path: Path
 ) -> None:
     _grant_operator(reviews, "node-a")
-    agent = await agents.start("node-a", auth=_agent_auth(reviews, tmp_path))
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a", auth=_agent_auth(reviews, tmp_path))
     web = deploy(cluster, agent, "web")
     cluster.add_guard("web", guard_spec("web"))
     token_file = tmp_path / "operator-token"
@@ -81,8 +80,7 @@ async def test_a_token_the_agent_rejects_makes_the_guard_degraded_and_does_nothi
     cluster: Cluster, agents: Agents, operators: Operators, reviews: ReviewStub, tmp_path: Path
 ) -> None:
     _grant_operator(reviews, "node-a")
-    agent = await agents.start("node-a", auth=_agent_auth(reviews, tmp_path))
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a", auth=_agent_auth(reviews, tmp_path))
     web = deploy(cluster, agent, "web")
     cluster.add_guard("web", guard_spec("web"))
     token_file = tmp_path / "operator-token"

@@ -42,8 +42,7 @@ async def _pod_series(scrape: Scraper, name: str, pod: str) -> dict[tuple[tuple[
 async def test_restart_and_dry_run_restart_carry_pod_time_and_result_until_the_pod_or_spec_goes(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     web = deploy(cluster, agent, "web")
     rehearsal = deploy(cluster, agent, "rehearsal")
     cluster.add_guard("web", guard_spec("web"))
@@ -104,8 +103,7 @@ async def test_restart_and_dry_run_restart_carry_pod_time_and_result_until_the_p
 async def test_reclaim_carries_its_time_and_the_bytes_the_agent_freed_until_the_guard_goes(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     cache = deploy(cluster, agent, "cache", anon_bytes=40 * MiB, file_bytes=20 * MiB)
     idle = deploy(cluster, agent, "idle")
     agent.tree.write_file(cache.pod_uid, cache.container_id, "memory.reclaim", "")

@@ -28,8 +28,7 @@ def _condition(cluster: Cluster, guard: str, type_: str) -> dict | None:
 async def test_leaking_container_gets_its_deployment_restarted_before_the_limit(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     web = deploy(cluster, agent, "web")
     cluster.add_guard("web", guard_spec("web"))
     await operators.start()
@@ -67,8 +66,7 @@ async def test_leaking_container_gets_its_deployment_restarted_before_the_limit(
 async def test_page_cache_container_is_reclaimed_and_never_restarted(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     cache = deploy(cluster, agent, "cache", anon_bytes=40 * MiB, file_bytes=20 * MiB)
     # The fixture tree is plain files: give the container a memory.reclaim for the agent to write.
     agent.tree.write_file(cache.pod_uid, cache.container_id, "memory.reclaim", "")
@@ -98,8 +96,7 @@ async def test_page_cache_container_is_reclaimed_and_never_restarted(
 async def test_dry_run_decides_records_and_posts_events_but_patches_nothing(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     web = deploy(cluster, agent, "web")
     cluster.add_guard("web", guard_spec("web", dryRun=True))
     await operators.start()
@@ -122,8 +119,7 @@ async def test_dry_run_decides_records_and_posts_events_but_patches_nothing(
 async def test_budget_holds_across_an_operator_restart_in_the_middle_of_a_leak(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     web = deploy(cluster, agent, "web")
     cluster.add_guard("web", guard_spec("web"))
     first = await operators.start()
@@ -145,8 +141,7 @@ async def test_budget_holds_across_an_operator_restart_in_the_middle_of_a_leak(
 async def test_unreachable_agent_gives_degraded_and_no_action_even_on_data_that_asks_for_one(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     # The Deployment is still rolling out: the restart the leak calls for is deferred for now.
     rolling = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 0, "availableReplicas": 1}
     web = deploy(cluster, agent, "web", deployment_status=rolling)
@@ -183,8 +178,7 @@ async def test_unreachable_agent_gives_degraded_and_no_action_even_on_data_that_
 async def test_injected_api_errors_are_retried_without_a_double_restart(
     cluster: Cluster, agents: Agents, operators: Operators, status: int
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     web = deploy(cluster, agent, "web")
     cluster.add_guard("web", guard_spec("web"))
     kmock = cluster.kmock
@@ -222,8 +216,7 @@ async def test_injected_api_errors_are_retried_without_a_double_restart(
 async def test_bare_pod_is_evicted_and_a_disruption_budget_429_waits_with_an_event(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     batch = deploy(cluster, agent, "batch", bare=True)
     cluster.add_guard("batch", guard_spec("batch"))
     kmock = cluster.kmock

@@ -64,8 +64,7 @@ async def _delete(cluster: Cluster, path: str) -> int:
 async def test_growing_container_carries_the_engines_time_to_limit_until_its_pod_and_guard_go(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     web = deploy(cluster, agent, "web")
     api = deploy(cluster, agent, "api")
     idle = deploy(cluster, agent, "idle")

@@ -43,8 +43,7 @@ async def test_only_the_higher_priority_replica_acts_and_the_other_takes_over(
                          "resourceVersion": "1"},
             "status": {},
         }  # fmt: skip
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     web = deploy(cluster, agent, "web")
     cluster.add_guard("web", guard_spec("web"))
 

@@ -49,8 +49,7 @@ def _has_restart_intent(request) -> bool:
 async def test_a_failed_intent_write_means_no_action_that_cycle_and_one_restart_later(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     web = deploy(cluster, agent, "web")
     cluster.add_guard("web", guard_spec("web"))
     kmock = cluster.kmock
@@ -78,8 +77,7 @@ async def test_a_failed_intent_write_means_no_action_that_cycle_and_one_restart_
 async def test_an_intent_left_by_a_crashed_operator_is_settled_from_the_world_never_repeated(
     cluster: Cluster, agents: Agents, operators: Operators, landed: bool
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     web = deploy(cluster, agent, "web")
     asked = time.time() - 20
     restart_id = "re-1-crashed"
@@ -119,8 +117,7 @@ async def test_a_stale_agent_gives_degraded_and_no_action(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
     # The agent answers, but samples only every 6 s: its newest sample is often older than 2 s.
-    agent = await agents.start("node-a", interval="6s")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a", interval="6s")
     web = deploy(cluster, agent, "web")
     cluster.add_guard("web", guard_spec("web"))
     await operators.start(agent_stale_seconds=2.0)
@@ -137,8 +134,7 @@ async def test_a_stale_agent_gives_degraded_and_no_action(
 async def test_the_cluster_wide_cap_holds_a_second_restart_until_the_first_rollout_completes(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     web = deploy(cluster, agent, "web")
     api = deploy(cluster, agent, "api")
     cluster.add_guard("web", guard_spec("web"))
@@ -165,8 +161,7 @@ async def test_the_cluster_wide_cap_holds_a_second_restart_until_the_first_rollo
 async def test_dry_run_decisions_do_not_spend_the_real_budget(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     web = deploy(cluster, agent, "web")
     cluster.add_guard("web", guard_spec("web", dryRun=True))
     await operators.start()
@@ -192,8 +187,7 @@ async def test_dry_run_decisions_do_not_spend_the_real_budget(
 async def test_expired_budget_entries_leave_the_stored_status(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     web = deploy(cluster, agent, "web")
     long_ago = time.time() - 7200
     expired = {"restart deployment/gone": long_ago, "reclaim pod/gone/app": long_ago}
@@ -216,8 +210,7 @@ async def test_expired_budget_entries_leave_the_stored_status(
 async def test_an_eviction_a_disruption_budget_never_allows_is_given_up_with_an_event(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     batch = deploy(cluster, agent, "batch", bare=True)
     cluster.add_guard("batch", guard_spec("batch"))
     kmock = cluster.kmock
@@ -242,8 +235,7 @@ async def test_an_eviction_a_disruption_budget_never_allows_is_given_up_with_an_
 async def test_statefulset_and_daemonset_pods_get_their_own_workload_restarted(
     cluster: Cluster, agents: Agents, operators: Operators, kind: str
 ) -> None:
-    agent = await agents.start("node-a")
-    cluster.add_agent_pod("node-a", agent.port)
+    agent = await agents.start_in(cluster, "node-a")
     db = deploy(cluster, agent, "db", owner_kind=kind)
     cluster.add_guard("db", guard_spec("db"))
     await operators.start()

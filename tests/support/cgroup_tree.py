@@ -502,6 +502,30 @@ def _write(path: Path, content: bytes | str) -> None:
     os.replace(tmp, path)
 
 
+def add_eventful_node(tree: CgroupTree) -> tuple[FixturePod, FixturePod, FixturePod]:
+    """Pods of every QoS class: a burstable one near its limit with kernel events, swap failures,
+    major faults and pressure (every metric family gets a value), a guaranteed pod of two
+    containers, and a best-effort pod without a limit. Returns them in that order."""
+    eventful = tree.add_pod(
+        qos="burstable",
+        containers=1,
+        max_bytes=256 * MiB,
+        anon_bytes=200 * MiB,
+        file_bytes=30 * MiB,
+        high_events=7,
+        oom_kill=2,
+        oom_events=2,
+        swap_fail_events=1,
+        pgmajfault=1234,
+        psi_some_avg10=12.5,
+        psi_some_total_us=3_500_000,
+        psi_full_total_us=1_000_000,
+    )
+    guaranteed = tree.add_pod(qos="guaranteed", containers=2, max_bytes=512 * MiB)
+    unlimited = tree.add_pod(qos="besteffort", containers=1)
+    return eventful, guaranteed, unlimited
+
+
 def write_proc(proc_root: Path, *, mem_total_bytes: int = 16 * GiB, mem_free_bytes: int = 6 * GiB) -> Path:
     """A minimal ``/proc`` for node-level readings: ``meminfo``, ``pressure/memory``, ``sys/vm/drop_caches``.
 
