@@ -69,7 +69,8 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in CONTEXT:
         source = ROOT / name
         if source.is_dir():
-            shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            skip = shutil.ignore_patterns("__pycache__", "*.egg-info")  # as .dockerignore does
+            shutil.copytree(source, context / name, ignore=skip)
         else:
             shutil.copy2(source, context / name)
     (context / "docker").mkdir()
@@ -101,7 +102,7 @@ def test_every_installed_distribution_is_pinned_at_its_constraint(image_venv: Pa
     pins = _pins()
     unpinned = sorted(set(installed) - set(pins) - TOOLING - {"memoryguard"})
     assert not unpinned, f"installed without a pin (run scripts/lock_image_deps.py): {unpinned}"
-    wrong = {name: (installed[name], pins[name]) for name in installed if name in pins and installed[name] != pins[name]}
+    wrong = {name: (v, pins[name]) for name, v in installed.items() if pins.get(name, v) != v}
     assert not wrong, wrong
     assert installed.get("memoryguard") == "0.1.0"
 
