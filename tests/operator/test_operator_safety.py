@@ -6,10 +6,14 @@ and the workloads other than Deployments."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
-from tests.operator.conftest import NAMESPACE, Agents, Cluster, Operators, eventually
+from aiohttp import web
+from tests.operator.conftest import NAMESPACE, Agents, Cluster, Operators, eventually, free_port
 from tests.operator.scenario import Leak, deploy, guard_spec
 from tests.support.cgroup_tree import MiB
 
@@ -113,22 +117,59 @@ async def test_an_intent_left_by_a_crashed_operator_is_settled_from_the_world_ne
     assert cluster.restart_patches() == []
 
 
-async def test_a_stale_agent_gives_degraded_and_no_action(
-    cluster: Cluster, agents: Agents, operators: Operators
-) -> None:
-    # The agent answers, but samples only every 6 s: its newest sample is often older than 2 s.
-    agent = await agents.start_in(cluster, "node-a", interval="6s")
-    web = deploy(cluster, agent, "web")
-    cluster.add_guard("web", guard_spec("web"))
-    await operators.start(agent_stale_seconds=2.0)
+@contextlib.asynccontextmanager
+async def _lagging(agent_port: int, lag_seconds: float) -> AsyncIterator[int]:
+    """A pass-through in front of the real agent that reports its clock ``lag_seconds`` ahead in
+    ``/v1/pods`` answers: to the operator, every sample looks that much older (an agent whose
+    sampling stopped while its server still answers). Everything else is the agent's own."""
+    async with aiohttp.ClientSession() as session:
 
-    async with Leak(web).running() as leak:
-        degraded = await eventually(
-            lambda: (c := _condition(cluster, "web", "Degraded")) and c["status"] == "True" and c, timeout=20
-        )
-        await asyncio.sleep(max(0.0, leak.limit_reached_at() - time.time()) + 2)
-    assert "stale" in degraded["message"] and "node-a" in degraded["message"]
-    assert cluster.restart_patches() == [], "no action on numbers older than --agent-stale-seconds"
+        async def forward(request: web.Request) -> web.StreamResponse:
+            url = f"http://127.0.0.1:{agent_port}{request.path_qs}"
+            async with session.request(request.method, url, headers=request.headers) as upstream:
+                if request.path != "/v1/pods" or upstream.status != 200:
+                    return web.Response(status=upstream.status, body=await upstream.read())
+                answer = await upstream.json()
+            answer["now_seconds"] += lag_seconds
+            return web.json_response(answer)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", forward)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            yield port
+        finally:
+            await runner.cleanup()
+
+
+@pytest.mark.parametrize("lag_seconds", [30.0, 0.0], ids=["stale", "fresh-control"])
+async def test_a_stale_agent_gives_degraded_and_no_action(
+    cluster: Cluster, agents: Agents, operators: Operators, lag_seconds: float
+) -> None:
+    # 1 s sampling and enough samples for a restart: the control (no lag, same path through the
+    # pass-through) restarts, so the stale run's "no restart" is the staleness rule's doing.
+    agent = await agents.start("node-a")
+    web_ = deploy(cluster, agent, "web")
+    cluster.add_guard("web", guard_spec("web"))
+    async with _lagging(agent.port, lag_seconds) as port:
+        cluster.add_agent_pod("node-a", port)
+        await operators.start(agent_stale_seconds=10.0)
+        async with Leak(web_).running() as leak:
+            if lag_seconds:
+                degraded = await eventually(
+                    lambda: (c := _condition(cluster, "web", "Degraded")) and c["status"] == "True" and c,
+                    timeout=20,
+                )
+            await asyncio.sleep(max(0.0, leak.limit_reached_at() - time.time()) + 2)
+    if lag_seconds:
+        assert "stale" in degraded["message"] and "node-a" in degraded["message"]
+        assert cluster.restart_patches() == [], "no action on numbers older than --agent-stale-seconds"
+    else:
+        assert len(cluster.restart_patches()) == 1, "the same leak through the same path is restarted"
+        assert (_condition(cluster, "web", "Degraded") or {}).get("status") != "True"
 
 
 async def test_the_cluster_wide_cap_holds_a_second_restart_until_the_first_rollout_completes(
