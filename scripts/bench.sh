@@ -22,7 +22,7 @@ $PY -m tests.support.real_cgroups --containers 500 -- \
   $PY -m memoryguard.cli sample --root '{root}' --repeat 300 --json || echo "skipped (needs root and a memory cgroup)"
 
 echo "== engine: one assess + plan over a 30-minute window of 1 s samples (CPU time, with a floor)"
-$PY scripts/bench_engine.py --samples 1800
+$PY scripts/bench_engine.py --samples 1800 --rounds 9
 
 echo "== engine: MemoryGuard vs baselines on the trace corpus (acceptance: --lead 10)"
 $PY -m memoryguard.cli bench tests/traces --lead 10
