@@ -306,6 +306,7 @@ class Agent:
     log_dir: Path
     # None: --insecure-no-auth; else the agent's review arguments (--api-server …)
     auth: tuple[str, ...] | None = None
+    extra_args: tuple[str, ...] = ()  # more agent flags, e.g. --enable-drop-caches
     process: AgentProcess | None = None
 
     @property
@@ -322,10 +323,18 @@ class Agents:
     started: list[Agent] = field(default_factory=list)
 
     async def start(
-        self, node: str, *, interval: str = "1s", version: int = 2, auth: tuple[str, ...] | None = None
+        self,
+        node: str,
+        *,
+        interval: str = "1s",
+        version: int = 2,
+        auth: tuple[str, ...] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> Agent:
         tree = CgroupTree(self.tmp_path / f"cgroup-{node}", version=version, driver="systemd")
-        agent = Agent(node=node, port=free_port(), tree=tree, log_dir=self.tmp_path, auth=auth)
+        agent = Agent(
+            node=node, port=free_port(), tree=tree, log_dir=self.tmp_path, auth=auth, extra_args=extra_args
+        )
         self.started.append(agent)
         await self.launch(agent, interval=interval)
         return agent
@@ -341,7 +350,7 @@ class Agents:
         agent.process = AgentProcess(
             root=agent.tree.root,
             proc_root=self.tmp_path / "proc",
-            args=agent.auth if agent.auth is not None else ("--insecure-no-auth",),
+            args=(*(agent.auth if agent.auth is not None else ("--insecure-no-auth",)), *agent.extra_args),
             node_name=agent.node,
             interval=interval,
             port=agent.port,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 from tests.operator.conftest import NAMESPACE, Agents, Cluster, Operators, eventually
@@ -90,6 +91,45 @@ async def test_page_cache_container_is_reclaimed_and_never_restarted(
     (entry,) = [e for e in _ledger(cluster, "cache") if e["action"] == "reclaim"]
     assert entry["target"] == f"pod/{cache.pod_name}/app"
     assert cluster.events("Reclaimed", kind="Pod")
+    await asyncio.sleep(3)
+    assert cluster.restart_patches() == []
+
+
+@pytest.mark.parametrize("agent_allows", [True, False], ids=["agent-allows", "agent-refuses"])
+async def test_page_cache_on_a_node_without_memory_reclaim_gets_drop_caches_when_enabled(
+    cluster: Cluster, agents: Agents, operators: Operators, tmp_path: Path, agent_allows: bool
+) -> None:
+    # cgroup v1 has no memory.reclaim: the ladder's next step is drop_caches, node-wide, and only
+    # the agent started with --enable-drop-caches carries it out; a refusal is an Event, not a retry loop.
+    flags = ("--enable-drop-caches",) if agent_allows else ()
+    agent = await agents.start_in(cluster, "node-a", version=1, extra_args=flags)
+    cache = deploy(cluster, agent, "cache", anon_bytes=40 * MiB, file_bytes=20 * MiB)
+    spec = guard_spec("cache")
+    spec["actions"]["dropCaches"] = {"enabled": True, "level": 1}
+    cluster.add_guard("cache", spec)
+    await operators.start()
+    drop_caches = tmp_path / "proc" / "sys" / "vm" / "drop_caches"
+    assert drop_caches.read_text().strip() == "0"
+    outcome = "done" if agent_allows else "failed"
+
+    def settled() -> bool:
+        return any(e["action"] == "drop_caches" and e["state"] == outcome for e in _ledger(cluster, "cache"))
+
+    for step in range(40):
+        file_bytes = min(int(0.95 * LIMIT_BYTES) - 40 * MiB - 512 * 1024, 20 * MiB + step * 8 * MiB)
+        cache.set(anon_bytes=40 * MiB, file_bytes=file_bytes, inactive_file_bytes=file_bytes * 3 // 4)
+        await asyncio.sleep(0.25)
+        if settled():
+            break
+    await eventually(settled, timeout=30)
+    if agent_allows:
+        assert drop_caches.read_text().strip() == "1", "the agent wrote the guard's level into drop_caches"
+        assert cluster.events("DroppedCaches")
+    else:
+        assert drop_caches.read_text().strip() == "0"
+        (failed,) = cluster.events("DropCachesFailed")[:1]
+        assert "drop_caches" in failed["message"], failed
+    assert not [e for e in _ledger(cluster, "cache") if e["action"] == "reclaim"], "no reclaim on cgroup v1"
     await asyncio.sleep(3)
     assert cluster.restart_patches() == []
 
