@@ -331,7 +331,11 @@ class Agents:
         auth: tuple[str, ...] | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> Agent:
-        tree = CgroupTree(self.tmp_path / f"cgroup-{node}", version=version, driver="systemd")
+        # Each node's tree its own seed: pod UIDs are unique cluster-wide (the operator keys pods by
+        # UID), and trees with the same seed would hand out the same ones.
+        tree = CgroupTree(
+            self.tmp_path / f"cgroup-{node}", version=version, driver="systemd", seed=len(self.started)
+        )
         agent = Agent(
             node=node, port=free_port(), tree=tree, log_dir=self.tmp_path, auth=auth, extra_args=extra_args
         )

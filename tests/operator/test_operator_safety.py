@@ -172,6 +172,31 @@ async def test_a_stale_agent_gives_degraded_and_no_action(
         assert (_condition(cluster, "web", "Degraded") or {}).get("status") != "True"
 
 
+async def test_degraded_is_per_node_a_healthy_nodes_leak_is_still_restarted(
+    cluster: Cluster, agents: Agents, operators: Operators
+) -> None:
+    # docs/operator.md: an unreachable or stale agent stops actions for the pods on its node only;
+    # the guard says Degraded (naming the node) while its pods elsewhere stay protected.
+    agent_a = await agents.start_in(cluster, "node-a")
+    agent_b = await agents.start_in(cluster, "node-b")
+    web_ = deploy(cluster, agent_a, "web")
+    api = deploy(cluster, agent_b, "api")
+    selector = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web", "api"]}]}
+    cluster.add_guard("shop", guard_spec("web", selector=selector))
+    await agents.stop(agent_b)
+    await operators.start()
+
+    degraded = await eventually(
+        lambda: (c := _condition(cluster, "shop", "Degraded")) and c["status"] == "True" and c, timeout=20
+    )
+    assert "node-b" in degraded["message"] and "node-a" not in degraded["message"], degraded
+    assert cluster.guard("shop")["status"]["podsWatched"] == 2
+    async with Leak(web_).running(), Leak(api).running():
+        await eventually(lambda: cluster.restart_patches("web"), timeout=40)
+    assert cluster.restart_patches("api") == [], "nothing is done on the unreachable node's numbers"
+    assert (_condition(cluster, "shop", "Degraded") or {}).get("status") == "True"
+
+
 async def test_the_cluster_wide_cap_holds_a_second_restart_until_the_first_rollout_completes(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
