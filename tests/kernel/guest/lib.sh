@@ -227,18 +227,22 @@ add_metadata() { # trace_file metadata_file out_file
 # holds it for `settle_s` more seconds (the agent reads swap files every 10 ticks, and the
 # engine judges rates over its last minute), then asks the agent for the diagnosis:
 #   throttle  memory.events high >= 500 and memory PSI some avg10 >= 10 %
-#   swap      memory.swap.events fail > 0
+#   swap      memory.swap.events fail > 0, or memory.swap.current at memory.swap.max (a full swap
+#             does not always show as fail events: with no swap left, reclaim may stop trying)
 explain_when() { # cgroup_dir pod_uid condition settle_s
   while [ -d "$1" ]; do
     high=0 fail=0 psi=0
     while read -r key value; do [ "$key" = high ] && high=$value; done <"$1/memory.events"
     while read -r key value; do [ "$key" = fail ] && fail=$value; done <"$1/memory.swap.events"
     read -r _ avg10 _ <"$1/memory.pressure"
+    swap_now=0 swap_max=max
+    [ -r "$1/memory.swap.current" ] && read -r swap_now <"$1/memory.swap.current"
+    [ -r "$1/memory.swap.max" ] && read -r swap_max <"$1/memory.swap.max"
     psi=${avg10#avg10=}
     psi=${psi%%.*}
     case "$3" in
       throttle) [ "$high" -ge 500 ] && [ "$psi" -ge 10 ] && break ;;
-      swap) [ "$fail" -gt 0 ] && break ;;
+      swap) { [ "$fail" -gt 0 ] || { [ "$swap_max" != max ] && [ "$swap_now" -ge "$swap_max" ]; }; } && break ;;
     esac
     sleep 1
   done
