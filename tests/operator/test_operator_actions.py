@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from tests.operator.conftest import NAMESPACE, Agents, Cluster, Operators, eventually
-from tests.operator.scenario import LIMIT_BYTES, Leak, deploy, guard_spec
+from tests.operator.scenario import LIMIT_BYTES, GuardedWorkload, Leak, deploy, guard_spec
 from tests.support.cgroup_tree import MiB
 
 from memoryguard import annotations as keys
@@ -65,6 +66,17 @@ async def test_leaking_container_gets_its_deployment_restarted_before_the_limit(
     assert len(names) == len(set(names)), "every Event has its own name"
 
 
+async def _fill_with_page_cache(cache: GuardedWorkload, done: Callable[[], bool]) -> None:
+    """Page cache fills the container to 95 % of its limit while anon stays flat, until ``done``."""
+    for step in range(40):
+        file_bytes = min(int(0.95 * LIMIT_BYTES) - 40 * MiB - 512 * 1024, 20 * MiB + step * 8 * MiB)
+        cache.set(anon_bytes=40 * MiB, file_bytes=file_bytes, inactive_file_bytes=file_bytes * 3 // 4)
+        await asyncio.sleep(0.25)
+        if done():
+            break
+    await eventually(done, timeout=30)
+
+
 async def test_page_cache_container_is_reclaimed_and_never_restarted(
     cluster: Cluster, agents: Agents, operators: Operators
 ) -> None:
@@ -75,17 +87,10 @@ async def test_page_cache_container_is_reclaimed_and_never_restarted(
     cluster.add_guard("cache", guard_spec("cache"))
     await operators.start()
 
-    # Page cache fills the container to 95 % of its limit while anon stays flat.
-    for step in range(40):
-        file_bytes = min(int(0.95 * LIMIT_BYTES) - 40 * MiB - 512 * 1024, 20 * MiB + step * 8 * MiB)
-        cache.set(anon_bytes=40 * MiB, file_bytes=file_bytes, inactive_file_bytes=file_bytes * 3 // 4)
-        await asyncio.sleep(0.25)
-        if any(e["action"] == "reclaim" and e["state"] == "done" for e in _ledger(cluster, "cache")):
-            break
-    await eventually(
-        lambda: any(e["action"] == "reclaim" and e["state"] == "done" for e in _ledger(cluster, "cache")),
-        timeout=30,
-    )
+    def reclaimed() -> bool:
+        return any(e["action"] == "reclaim" and e["state"] == "done" for e in _ledger(cluster, "cache"))
+
+    await _fill_with_page_cache(cache, reclaimed)
     written = (agent.tree.path(cache.pod_uid, cache.container_id) / "memory.reclaim").read_text()
     assert written.strip(), "the agent wrote into the container's memory.reclaim"
     (entry,) = [e for e in _ledger(cluster, "cache") if e["action"] == "reclaim"]
@@ -115,13 +120,7 @@ async def test_page_cache_on_a_node_without_memory_reclaim_gets_drop_caches_when
     def settled() -> bool:
         return any(e["action"] == "drop_caches" and e["state"] == outcome for e in _ledger(cluster, "cache"))
 
-    for step in range(40):
-        file_bytes = min(int(0.95 * LIMIT_BYTES) - 40 * MiB - 512 * 1024, 20 * MiB + step * 8 * MiB)
-        cache.set(anon_bytes=40 * MiB, file_bytes=file_bytes, inactive_file_bytes=file_bytes * 3 // 4)
-        await asyncio.sleep(0.25)
-        if settled():
-            break
-    await eventually(settled, timeout=30)
+    await _fill_with_page_cache(cache, settled)
     if agent_allows:
         assert drop_caches.read_text().strip() == "1", "the agent wrote the guard's level into drop_caches"
         assert cluster.events("DroppedCaches")
