@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import tenacity
 
+from memoryguard.controller.aio import gather_or_cancel
 from memoryguard.engine.model import Sample
 
 log = logging.getLogger("memoryguard.controller.agentclient")
@@ -240,7 +241,7 @@ class AgentClient:
         since_seconds: float | None = None,
     ) -> NodeReading:
         """The pods' latest samples and window rows (only rows after ``since_seconds`` if given)."""
-        readings = await asyncio.gather(
+        readings = await gather_or_cancel(
             *(
                 self._fetch_chunk(base_url, chunk, window_seconds=window_seconds, since_seconds=since_seconds)
                 for chunk in _chunks(pod_uids, MAX_UIDS_PER_REQUEST)

@@ -23,6 +23,7 @@ from typing import Any
 
 from memoryguard.controller import events as ev
 from memoryguard.controller.agentclient import AgentClient, AgentError, NodeReading
+from memoryguard.controller.aio import gather_or_cancel
 from memoryguard.controller.events import EventPoster
 from memoryguard.controller.executors import BLOCKED, DONE, ActionRequest, Actuator, Outcome, intent_landed
 from memoryguard.controller.history import HistoryStore
@@ -205,7 +206,7 @@ async def run_cycle(
         by_node.setdefault(pod.node or "", []).append(pod)
 
     budget = [runtime.config.warmup_pods_per_cycle]
-    results = await asyncio.gather(
+    results = await gather_or_cancel(
         *(
             _ask_node(runtime, state, node, node_pods, agents.get(node), policy, budget)
             for node, node_pods in by_node.items()
@@ -417,7 +418,7 @@ async def _ask_node(
             )
         if fresh:
             asks.append(runtime.agents.fetch_pods(agent.url, fresh, window_seconds=policy.window_seconds))
-        answers = await asyncio.gather(*asks)
+        answers = await gather_or_cancel(*asks)
     except AgentError as exc:
         runtime.metrics.agent_requests.labels("pods", "error").inc()
         return _NodeResult(
