@@ -20,10 +20,10 @@ import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from tests.chart.image import constraint_pins, distribution_key
 from tests.chart.kube import ROOT, missing
 
 DOCKERFILE = ROOT / "Dockerfile"
-CONSTRAINTS = ROOT / "docker" / "constraints.txt"
 
 
 def _hadolint() -> str:
@@ -110,15 +110,10 @@ def test_constraints_pin_every_runtime_dependency_exactly() -> None:
     assert spec is not None and spec.loader is not None
     lock = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(lock)
-    pins = {}
-    for line in CONSTRAINTS.read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, sep, version = line.partition("==")
-            assert sep, f"not an exact pin: {line}"
-            pins[name] = version
+    pins = constraint_pins()
     assert set(pins) == set(lock.runtime_closure()), "docker/constraints.txt: run scripts/lock_image_deps.py"
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     for text in declared:
         req = Requirement(text)
-        key = req.name.lower().replace("_", "-")
+        key = distribution_key(req.name)
         assert req.specifier.contains(pins[key], prereleases=True), f"{key}=={pins[key]} violates {text}"

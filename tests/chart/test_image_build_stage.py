@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.chart.image import CONSTRAINTS, constraint_pins, distribution_key
 from tests.chart.kube import ROOT
 
-CONSTRAINTS = ROOT / "docker" / "constraints.txt"
 # What the Dockerfile COPYs into the build stage (tests/chart/test_dockerfile.py checks that
 # these are exactly the COPY sources and that .dockerignore lets them through).
 CONTEXT = ("pyproject.toml", "README.md", "operator")
@@ -40,19 +40,6 @@ ENTRY_MODULES = (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def _pins() -> dict[str, str]:
-    pins = {}
-    for line in CONSTRAINTS.read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            pins[_key(name)] = version
-    return pins
-
-
-def _key(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
@@ -98,8 +85,8 @@ def test_every_installed_distribution_is_pinned_at_its_constraint(image_venv: Pa
     installed = {}
     for line in frozen.splitlines():
         name, _, version = line.partition("==")
-        installed[_key(name)] = version
-    pins = _pins()
+        installed[distribution_key(name)] = version
+    pins = constraint_pins()
     unpinned = sorted(set(installed) - set(pins) - TOOLING - {"memoryguard"})
     assert not unpinned, f"installed without a pin (run scripts/lock_image_deps.py): {unpinned}"
     wrong = {name: (v, pins[name]) for name, v in installed.items() if pins.get(name, v) != v}
