@@ -32,3 +32,6 @@ $PY -m tests.operator.bench_latency --workloads 24
 
 echo "== operator: cycle time, CPU and memory with 10 000 pods on 500 simulated nodes"
 $PY -m tests.operator.bench_scale --pods 10000 --nodes 500 --seconds 60
+
+echo "== engine: how close to memory.max a warm-up may level off before it is restarted (safe plateaus, 4 seeds)"
+$PY -m tests.traces.synth.plateau_sweep --out "$WORK/plateau-sweep" --lead 10

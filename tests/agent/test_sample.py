@@ -90,4 +90,8 @@ def test_sample_serve_measures_each_request_and_a_steady_second(tmp_path):
     assert 1.9 <= steady["seconds"] < 10
     assert 0 < steady["tick_cpu_share_of_one_core"] < steady["cpu_share_of_one_core"]
     assert steady["rss_peak_bytes"] >= steady["rss_bytes"] > 0
+    # What one answer allocates and holds at once is traced (by tracemalloc, after the timings).
+    traced = serving["traced_peak_bytes"]
+    assert list(traced) == ["metrics", "pods_window_600s"]
+    assert traced["pods_window_600s"] > 0 and traced["metrics"] > 0
     assert sum(report["errors"].values()) == 0, report["errors"]

@@ -22,7 +22,9 @@ the operator's incremental one (the newest row of every container), the same wit
 ``detail=full``, and full windows of 600 s and 1800 s — with the CPU time of each request
 (the process's, median over ``--serve-repeat``); and finally ``--serve-seconds`` of real time
 the way a node runs: a tick every second, one incremental ``/v1/pods`` per second and one
-``/metrics`` scrape every 15 s, as a share of one core.
+``/metrics`` scrape every 15 s, as a share of one core. Last, one ``/metrics`` scrape and one
+600 s window are answered with tracemalloc on: the peak of what the answer allocates and holds
+at once (Python objects only; it slows those two requests, so it runs after the timings).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import resource
 import statistics
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +246,8 @@ _REQUESTS = (
     ("pods_window_1800s", "/v1/pods?window_seconds=1800"),
 )
 SCRAPE_EVERY_SECONDS = 15
+# Requests whose Python allocations are traced (tracemalloc peak), once each, after the rest.
+_TRACED = (("metrics", "/metrics"), ("pods_window_600s", "/v1/pods?window_seconds=600"))
 
 
 async def _serve(sampler: Any, clock: _FakeClock, *, repeat: int, seconds: int) -> dict[str, Any]:
@@ -299,6 +304,15 @@ async def _serve(sampler: Any, clock: _FakeClock, *, repeat: int, seconds: int) 
                 "peak_reset": hwm_reset,
             }
         steady = await _steady(sampler, clock, client, seconds)
+        # Last, because tracing slows every allocation: what one answer holds at once.
+        traced: dict[str, int] = {}
+        for name, path in _TRACED:
+            tracemalloc.start()
+            try:
+                await client.get(path)
+                traced[name] = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
     finally:
         await client.close()
         await runner.cleanup()
@@ -306,6 +320,7 @@ async def _serve(sampler: Any, clock: _FakeClock, *, repeat: int, seconds: int) 
         "rss_bytes_idle": idle.get("VmRSS"),
         "requests": requests,
         "steady": steady,
+        "traced_peak_bytes": traced,
     }
 
 
@@ -449,4 +464,6 @@ def _text(r: dict[str, Any]) -> str:
             f"(ticks alone {st['tick_cpu_share_of_one_core'] * 100:.2f} %), "
             f"RSS {st['rss_bytes'] / mib:.1f} MiB, peak {st['rss_peak_bytes'] / mib:.1f} MiB"
         )
+        traced = ", ".join(f"{n} {b / mib:.1f} MiB" for n, b in serving["traced_peak_bytes"].items())
+        lines.append(f"  held at once by one answer (tracemalloc peak): {traced}")
     return "\n".join(lines)
