@@ -9,6 +9,8 @@ import sys
 import pytest
 from tests.support.cgroup_tree import CgroupTree, MiB, build_node
 
+from memoryguard.agent import cgroup
+
 
 def sample(*args: str) -> dict:
     result = subprocess.run(
@@ -95,3 +97,21 @@ def test_sample_serve_measures_each_request_and_a_steady_second(tmp_path):
     assert list(traced) == ["metrics", "pods_window_600s"]
     assert traced["pods_window_600s"] > 0 and traced["metrics"] > 0
     assert sum(report["errors"].values()) == 0, report["errors"]
+
+
+def test_no_skip_unchanged_parses_every_file_at_every_tick(tmp_path):
+    # The switch BENCHMARKS.md measures the skip with: off, nothing is skippable; on (the
+    # agent's only setting), the MEDIUM and SLOW files are and memory.stat and usage never are.
+    tree = build_node(tmp_path / "node", containers=10)
+    assert sample("--root", str(tree.root), "--repeat", "3")["skip_unchanged"] is True
+    assert sample("--root", str(tree.root), "--repeat", "3", "--no-skip-unchanged")["skip_unchanged"] is False
+    layout = cgroup.layout_for(2)
+    for skip in (True, False):
+        cgroup.SKIP_UNCHANGED = skip
+        try:
+            plan = cgroup._plans(layout, frozenset())[cgroup.ALL_TIERS]
+        finally:
+            cgroup.SKIP_UNCHANGED = True
+        skippable = {name for name, _, may_skip in plan if may_skip}
+        assert not {"memory.current", "memory.stat"} & skippable
+        assert ("memory.max" in skippable and "memory.events" in skippable) is skip, (skip, skippable)

@@ -372,7 +372,10 @@ def layout_for(version: int) -> Layout:
 
 # (file name, applier, whether unchanged bytes may skip the applier) in reading order
 Plan = tuple[tuple[str, Applier, bool], ...]
-_PLAN_CACHE: dict[tuple[int, frozenset[str]], dict[int, Plan]] = {}
+_PLAN_CACHE: dict[tuple[int, frozenset[str], bool], dict[int, Plan]] = {}
+# Off only to measure what the skip saves (`memoryguard sample --no-skip-unchanged`); set it
+# before any probe exists.
+SKIP_UNCHANGED = True
 
 
 def _plans(layout: Layout, missing: frozenset[str]) -> dict[int, Plan]:
@@ -386,14 +389,14 @@ def _plans(layout: Layout, missing: frozenset[str]) -> dict[int, Plan]:
     bytes did not change: the fields they set are set by nothing else. ``memory.stat`` and the
     usage file may not: the FAST read writes their fields in between.
     """
-    key = (layout.version, missing)
+    key = (layout.version, missing, SKIP_UNCHANGED)
     plans = _PLAN_CACHE.get(key)
     if plans is None:
         plans = {}
         for mask in range(1, ALL_TIERS + 1):
             tiers = [tier for tier in (FAST, MEDIUM, SLOW) if tier & mask]
             files = [
-                (name, apply, tier != FAST and name not in layout.derived)
+                (name, apply, SKIP_UNCHANGED and tier != FAST and name not in layout.derived)
                 for tier in tiers
                 for name, apply in layout.tiers[tier]
                 if name not in missing

@@ -82,6 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=60,
         help="real seconds of 1 Hz ticks + requests with --serve (default %(default)s)",
     )
+    parser.add_argument(
+        "--no-skip-unchanged",
+        action="store_true",
+        help="parse every file at every tick, even when its bytes did not change (to measure the skip)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -92,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--serve-repeat and --serve-seconds must be ≥ 1")
     loaded = [] if args.no_agent_imports else _import_agent_modules()
 
+    from memoryguard.agent import cgroup
     from memoryguard.agent.sampler import Sampler
 
+    cgroup.SKIP_UNCHANGED = not args.no_skip_unchanged
     clock = _FakeClock(time.time(), step_seconds=1.0)
     sampler = Sampler(args.root, clock=clock, retention_seconds=args.retention)
     sampler.tick()  # discovery, and the first full read of every cgroup
@@ -144,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         "rss_peak_bytes": status.get("VmHWM"),
         "ring_bytes": sampler.ring_bytes(),
         "rings_filled": args.fill_rings,
+        "skip_unchanged": cgroup.SKIP_UNCHANGED,
         "fill_ticks": fill_ticks,
         "agent_modules_loaded": loaded,
         "errors": dict(sampler.errors),
