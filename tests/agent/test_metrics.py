@@ -241,7 +241,7 @@ def test_family_by_family_is_the_encoders_whole_text(node, accept):
 
     from memoryguard.agent.sampler import Sampler
 
-    sampler = Sampler(tree.root)
+    sampler = Sampler(tree.root, proc_root=tree.root.parent / "proc")  # not the live /proc: it changes
     sampler.tick()
     metrics = AgentMetrics(sampler)
     metrics.observe_tick(0.01)
@@ -251,13 +251,14 @@ def test_family_by_family_is_the_encoders_whole_text(node, accept):
     assert content_type == whole_type
     assert b"".join(pieces) == encoder(metrics.registry)
     assert len(pieces) > 20  # one per family, not the whole text at once
+    assert b"memoryguard_node_memory_total_bytes 1.7179869184e+10" in b"".join(pieces)  # the fixture's
 
 
 def test_names_are_labels_only_when_a_lookup_provides_them(node):
     tree, leaky, _ = node
     from memoryguard.agent.sampler import Sampler
 
-    sampler = Sampler(tree.root)
+    sampler = Sampler(tree.root, proc_root=tree.root.parent / "proc")  # not the live /proc: it changes
     sampler.tick()
     app_id = leaky.containers[-1]
 
