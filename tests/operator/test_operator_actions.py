@@ -66,11 +66,12 @@ async def test_leaking_container_gets_its_deployment_restarted_before_the_limit(
     assert len(names) == len(set(names)), "every Event has its own name"
 
 
-async def _fill_with_page_cache(cache: GuardedWorkload, done: Callable[[], bool]) -> None:
-    """Page cache fills the container to 95 % of its limit while anon stays flat, until ``done``."""
+async def _fill_with_page_cache(*caches: GuardedWorkload, done: Callable[[], bool]) -> None:
+    """Page cache fills the containers to 95 % of their limit while anon stays flat, until ``done``."""
     for step in range(40):
         file_bytes = min(int(0.95 * LIMIT_BYTES) - 40 * MiB - 512 * 1024, 20 * MiB + step * 8 * MiB)
-        cache.set(anon_bytes=40 * MiB, file_bytes=file_bytes, inactive_file_bytes=file_bytes * 3 // 4)
+        for cache in caches:
+            cache.set(anon_bytes=40 * MiB, file_bytes=file_bytes, inactive_file_bytes=file_bytes * 3 // 4)
         await asyncio.sleep(0.25)
         if done():
             break
@@ -90,7 +91,7 @@ async def test_page_cache_container_is_reclaimed_and_never_restarted(
     def reclaimed() -> bool:
         return any(e["action"] == "reclaim" and e["state"] == "done" for e in _ledger(cluster, "cache"))
 
-    await _fill_with_page_cache(cache, reclaimed)
+    await _fill_with_page_cache(cache, done=reclaimed)
     written = (agent.tree.path(cache.pod_uid, cache.container_id) / "memory.reclaim").read_text()
     assert written.strip(), "the agent wrote into the container's memory.reclaim"
     (entry,) = [e for e in _ledger(cluster, "cache") if e["action"] == "reclaim"]
@@ -120,7 +121,7 @@ async def test_page_cache_on_a_node_without_memory_reclaim_gets_drop_caches_when
     def settled() -> bool:
         return any(e["action"] == "drop_caches" and e["state"] == outcome for e in _ledger(cluster, "cache"))
 
-    await _fill_with_page_cache(cache, settled)
+    await _fill_with_page_cache(cache, done=settled)
     if agent_allows:
         assert drop_caches.read_text().strip() == "1", "the agent wrote the guard's level into drop_caches"
         assert cluster.events("DroppedCaches")
@@ -130,6 +131,43 @@ async def test_page_cache_on_a_node_without_memory_reclaim_gets_drop_caches_when
         assert "drop_caches" in failed["message"], failed
     assert not [e for e in _ledger(cluster, "cache") if e["action"] == "reclaim"], "no reclaim on cgroup v1"
     await asyncio.sleep(3)
+    assert cluster.restart_patches() == []
+
+
+async def test_a_second_drop_caches_within_the_agents_min_interval_is_refused_once_with_an_event(
+    cluster: Cluster, agents: Agents, operators: Operators, tmp_path: Path
+) -> None:
+    # Two guards, one node: each guard's own limiter lets it drop caches, but drop_caches is
+    # node-wide and the agent allows one per --drop-caches-min-interval (600 s by default). The
+    # second guard's request gets the agent's 429: a failed action with an Event naming the
+    # interval, and no retry loop against the agent.
+    agent = await agents.start_in(cluster, "node-a", version=1, extra_args=("--enable-drop-caches",))
+    caches = [
+        deploy(cluster, agent, app, anon_bytes=40 * MiB, file_bytes=20 * MiB) for app in ("cache", "logs")
+    ]
+    for app in ("cache", "logs"):
+        spec = guard_spec(app)
+        spec["actions"]["dropCaches"] = {"enabled": True, "level": 1}
+        cluster.add_guard(app, spec)
+    await operators.start()
+
+    def drops(state: str) -> list[dict]:
+        return [
+            e
+            for app in ("cache", "logs")
+            for e in _ledger(cluster, app)
+            if e["action"] == "drop_caches" and e["state"] == state
+        ]
+
+    await _fill_with_page_cache(*caches, done=lambda: bool(drops("done") and drops("failed")))
+    await asyncio.sleep(4)  # more cycles on the same page cache: neither guard asks again
+    (done,), (refused,) = drops("done"), drops("failed")
+    assert done["target"] == refused["target"] == "node/node-a"
+    assert "429" in refused["message"] and "at most one per 600s" in refused["message"], refused
+    (event,) = cluster.events("DropCachesFailed", kind="MemoryGuard")
+    assert "429" in event["message"] and "node-a" in event["message"], event
+    assert len(cluster.events("DroppedCaches", kind="MemoryGuard")) == 1
+    assert (tmp_path / "proc" / "sys" / "vm" / "drop_caches").read_text().strip() == "1"
     assert cluster.restart_patches() == []
 
 
