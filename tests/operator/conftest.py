@@ -266,6 +266,21 @@ class Cluster:
     def guard(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
         return dict(self.kmock.objects[GUARDS, namespace, name].raw)
 
+    def ledger(self, guard: str, action: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        """The guard's action ledger as stored in its status, optionally one action's (in one state)."""
+        entries = self.guard(guard).get("status", {}).get("ledger") or []
+        return [
+            e
+            for e in entries
+            if (action is None or e["action"] == action) and (state is None or e["state"] == state)
+        ]
+
+    def condition(self, guard: str, type_: str, status: str | None = None) -> dict[str, Any] | None:
+        """The guard's status condition of ``type_`` (only if its status is ``status``, when given)."""
+        conditions = self.guard(guard).get("status", {}).get("conditions") or []
+        found = next((c for c in conditions if c.get("type") == type_), None)
+        return found if found is not None and (status is None or found.get("status") == status) else None
+
     def deployment(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
         return dict(self.kmock.objects["apps/v1/deployments", namespace, name].raw)
 

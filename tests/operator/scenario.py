@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from tests.operator.conftest import NAMESPACE, Agent, Cluster
+from tests.operator.conftest import NAMESPACE, Agent, Cluster, eventually
 from tests.support.cgroup_tree import MiB
 
 LIMIT_BYTES = 256 * MiB
@@ -123,4 +123,24 @@ class Leak:
             await asyncio.sleep(self.tick_seconds)
 
 
-__all__ = ["LIMIT_BYTES", "NAMESPACE", "GuardedWorkload", "Leak", "deploy", "guard_spec"]
+async def fill_with_page_cache(*caches: GuardedWorkload, done: Callable[[], bool]) -> None:
+    """Page cache fills the containers to 95 % of their limit while anon stays flat, until ``done``."""
+    for step in range(40):
+        file_bytes = min(int(0.95 * LIMIT_BYTES) - 40 * MiB - 512 * 1024, 20 * MiB + step * 8 * MiB)
+        for cache in caches:
+            cache.set(anon_bytes=40 * MiB, file_bytes=file_bytes, inactive_file_bytes=file_bytes * 3 // 4)
+        await asyncio.sleep(0.25)
+        if done():
+            break
+    await eventually(done, timeout=30)
+
+
+__all__ = [
+    "LIMIT_BYTES",
+    "NAMESPACE",
+    "GuardedWorkload",
+    "Leak",
+    "deploy",
+    "fill_with_page_cache",
+    "guard_spec",
+]

@@ -89,14 +89,7 @@ async def test_a_token_the_agent_rejects_makes_the_guard_degraded_and_does_nothi
 
     async with Leak(web).running():
         condition = await eventually(
-            lambda: next(
-                (
-                    c
-                    for c in (cluster.guard("web").get("status", {}).get("conditions") or [])
-                    if c["type"] == "Degraded" and c["status"] == "True"
-                ),
-                None,
-            ),
+            lambda: cluster.condition("web", "Degraded", "True"),
             timeout=20,
         )
     assert "401" in condition["message"]

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from aiohttp import web
-from tests.operator.conftest import free_port
+from tests.support.local_server import serving
 
 from memoryguard.controller.agentclient import MAX_UIDS_PER_REQUEST, AgentClient, AgentError, TokenSource
 from memoryguard.controller.aio import gather_or_cancel
@@ -59,20 +59,16 @@ async def test_a_chunk_that_fails_cancels_the_chunk_still_waiting_on_its_agent()
 
     app = web.Application()
     app.router.add_get("/v1/pods", pods)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     client = AgentClient(tokens=TokenSource(None), timeout_seconds=20.0, retries=0)
-    try:
-        uids = [f"uid-{i}" for i in range(MAX_UIDS_PER_REQUEST + 1)]
-        before = asyncio.all_tasks()
-        with pytest.raises(AgentError) as caught:
-            await client.fetch_pods(f"http://127.0.0.1:{port}", uids, window_seconds=60)
-        assert caught.value.status == 403
-        left = {t for t in asyncio.all_tasks() - before if not t.done()} - {asyncio.current_task()}
-        assert not [t for t in left if "_fetch_chunk" in repr(t.get_coro())], left
-    finally:
-        shutdown.set()
-        await client.close()
-        await runner.cleanup()
+    async with serving(app) as port:
+        try:
+            uids = [f"uid-{i}" for i in range(MAX_UIDS_PER_REQUEST + 1)]
+            before = asyncio.all_tasks()
+            with pytest.raises(AgentError) as caught:
+                await client.fetch_pods(f"http://127.0.0.1:{port}", uids, window_seconds=60)
+            assert caught.value.status == 403
+            left = {t for t in asyncio.all_tasks() - before if not t.done()} - {asyncio.current_task()}
+            assert not [t for t in left if "_fetch_chunk" in repr(t.get_coro())], left
+        finally:
+            shutdown.set()
+            await client.close()

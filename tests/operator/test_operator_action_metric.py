@@ -7,7 +7,6 @@ Against KMock and the real agent process serving a fixture tree the test rewrite
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import time
@@ -15,7 +14,7 @@ from datetime import datetime
 
 import pytest
 from tests.operator.conftest import GUARDS, NAMESPACE, Agents, Cluster, Operators, eventually, free_port
-from tests.operator.scenario import LIMIT_BYTES, Leak, deploy, guard_spec
+from tests.operator.scenario import Leak, deploy, fill_with_page_cache, guard_spec
 from tests.operator.test_operator_forecast_metric import Scraper, _absent, _delete, _eventually_async
 from tests.support.cgroup_tree import MiB
 
@@ -24,11 +23,6 @@ pytestmark = pytest.mark.slow
 LAST = "memoryguard_operator_last_action_timestamp_seconds"
 FREED = "memoryguard_operator_last_reclaim_freed_bytes"
 GUARDS_PATH = f"/apis/{GUARDS.split('/', 1)[0]}/v1alpha1/namespaces/{NAMESPACE}/memoryguards"
-
-
-def _done(cluster: Cluster, guard: str, action: str) -> dict | None:
-    ledger = cluster.guard(guard).get("status", {}).get("ledger") or []
-    return next((e for e in ledger if e["action"] == action and e["state"] == "done"), None)
 
 
 def _seconds(rfc3339: str) -> float:
@@ -55,8 +49,8 @@ async def test_restart_and_dry_run_restart_carry_pod_time_and_result_until_the_p
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(Leak(web).running())
         await stack.enter_async_context(Leak(rehearsal).running())
-        restart = await eventually(lambda: _done(cluster, "web", "restart"), timeout=40)
-        rehearsed = await eventually(lambda: _done(cluster, "rehearsal", "restart"), timeout=40)
+        restart = (await eventually(lambda: cluster.ledger("web", "restart", "done"), timeout=40))[0]
+        rehearsed = (await eventually(lambda: cluster.ledger("rehearsal", "restart", "done"), timeout=40))[0]
 
     async def both_scraped() -> bool:
         pods = {dict(labels)["pod"] for labels in await scrape.series(LAST)}
@@ -114,14 +108,8 @@ async def test_reclaim_carries_its_time_and_the_bytes_the_agent_freed_until_the_
     scrape = Scraper(port)
 
     started = time.time()
-    # Page cache fills the container to 95 % of its limit while anon stays flat.
-    for step in range(40):
-        file_bytes = min(int(0.95 * LIMIT_BYTES) - 40 * MiB - 512 * 1024, 20 * MiB + step * 8 * MiB)
-        cache.set(anon_bytes=40 * MiB, file_bytes=file_bytes, inactive_file_bytes=file_bytes * 3 // 4)
-        await asyncio.sleep(0.25)
-        if _done(cluster, "cache", "reclaim"):
-            break
-    reclaim = await eventually(lambda: _done(cluster, "cache", "reclaim"), timeout=30)
+    await fill_with_page_cache(cache, done=lambda: bool(cluster.ledger("cache", "reclaim", "done")))
+    reclaim = cluster.ledger("cache", "reclaim", "done")[0]
     await _eventually_async(lambda: _present(scrape, FREED, cache.pod_name), timeout=15)
     scraped = time.time()
 

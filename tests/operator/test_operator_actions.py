@@ -5,26 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from tests.operator.conftest import NAMESPACE, Agents, Cluster, Operators, eventually
-from tests.operator.scenario import LIMIT_BYTES, GuardedWorkload, Leak, deploy, guard_spec
+from tests.operator.scenario import Leak, deploy, fill_with_page_cache, guard_spec
 from tests.support.cgroup_tree import MiB
 
 from memoryguard import annotations as keys
 
 pytestmark = pytest.mark.slow
-
-
-def _ledger(cluster: Cluster, guard: str) -> list[dict]:
-    return list(cluster.guard(guard).get("status", {}).get("ledger") or [])
-
-
-def _condition(cluster: Cluster, guard: str, type_: str) -> dict | None:
-    conditions = cluster.guard(guard).get("status", {}).get("conditions") or []
-    return next((c for c in conditions if c.get("type") == type_), None)
 
 
 async def test_leaking_container_gets_its_deployment_restarted_before_the_limit(
@@ -51,7 +41,7 @@ async def test_leaking_container_gets_its_deployment_restarted_before_the_limit(
     assert stored[keys.RESTART_ID] == template_annotations[keys.RESTART_ID]
     assert patches[0].params.get("fieldManager") == keys.FIELD_MANAGER
 
-    (entry,) = [e for e in _ledger(cluster, "web") if e["action"] == "restart"]
+    (entry,) = cluster.ledger("web", "restart")
     assert entry["state"] == "done" and entry["id"] == template_annotations[keys.RESTART_ID]
     assert entry["target"] == "deployment/web"
     assert not entry.get("dryRun", False)
@@ -66,16 +56,9 @@ async def test_leaking_container_gets_its_deployment_restarted_before_the_limit(
     assert len(names) == len(set(names)), "every Event has its own name"
 
 
-async def _fill_with_page_cache(*caches: GuardedWorkload, done: Callable[[], bool]) -> None:
-    """Page cache fills the containers to 95 % of their limit while anon stays flat, until ``done``."""
-    for step in range(40):
-        file_bytes = min(int(0.95 * LIMIT_BYTES) - 40 * MiB - 512 * 1024, 20 * MiB + step * 8 * MiB)
-        for cache in caches:
-            cache.set(anon_bytes=40 * MiB, file_bytes=file_bytes, inactive_file_bytes=file_bytes * 3 // 4)
-        await asyncio.sleep(0.25)
-        if done():
-            break
-    await eventually(done, timeout=30)
+def _with_drop_caches(spec: dict) -> dict:
+    spec["actions"]["dropCaches"] = {"enabled": True, "level": 1}
+    return spec
 
 
 async def test_page_cache_container_is_reclaimed_and_never_restarted(
@@ -89,12 +72,12 @@ async def test_page_cache_container_is_reclaimed_and_never_restarted(
     await operators.start()
 
     def reclaimed() -> bool:
-        return any(e["action"] == "reclaim" and e["state"] == "done" for e in _ledger(cluster, "cache"))
+        return bool(cluster.ledger("cache", "reclaim", "done"))
 
-    await _fill_with_page_cache(cache, done=reclaimed)
+    await fill_with_page_cache(cache, done=reclaimed)
     written = (agent.tree.path(cache.pod_uid, cache.container_id) / "memory.reclaim").read_text()
     assert written.strip(), "the agent wrote into the container's memory.reclaim"
-    (entry,) = [e for e in _ledger(cluster, "cache") if e["action"] == "reclaim"]
+    (entry,) = cluster.ledger("cache", "reclaim")
     assert entry["target"] == f"pod/{cache.pod_name}/app"
     assert cluster.events("Reclaimed", kind="Pod")
     await asyncio.sleep(3)
@@ -110,18 +93,16 @@ async def test_page_cache_on_a_node_without_memory_reclaim_gets_drop_caches_when
     flags = ("--enable-drop-caches",) if agent_allows else ()
     agent = await agents.start_in(cluster, "node-a", version=1, extra_args=flags)
     cache = deploy(cluster, agent, "cache", anon_bytes=40 * MiB, file_bytes=20 * MiB)
-    spec = guard_spec("cache")
-    spec["actions"]["dropCaches"] = {"enabled": True, "level": 1}
-    cluster.add_guard("cache", spec)
+    cluster.add_guard("cache", _with_drop_caches(guard_spec("cache")))
     await operators.start()
     drop_caches = tmp_path / "proc" / "sys" / "vm" / "drop_caches"
     assert drop_caches.read_text().strip() == "0"
     outcome = "done" if agent_allows else "failed"
 
     def settled() -> bool:
-        return any(e["action"] == "drop_caches" and e["state"] == outcome for e in _ledger(cluster, "cache"))
+        return bool(cluster.ledger("cache", "drop_caches", outcome))
 
-    await _fill_with_page_cache(cache, done=settled)
+    await fill_with_page_cache(cache, done=settled)
     if agent_allows:
         assert drop_caches.read_text().strip() == "1", "the agent wrote the guard's level into drop_caches"
         assert cluster.events("DroppedCaches")
@@ -129,7 +110,7 @@ async def test_page_cache_on_a_node_without_memory_reclaim_gets_drop_caches_when
         assert drop_caches.read_text().strip() == "0"
         (failed,) = cluster.events("DropCachesFailed")[:1]
         assert "drop_caches" in failed["message"], failed
-    assert not [e for e in _ledger(cluster, "cache") if e["action"] == "reclaim"], "no reclaim on cgroup v1"
+    assert not cluster.ledger("cache", "reclaim"), "no reclaim on cgroup v1"
     await asyncio.sleep(3)
     assert cluster.restart_patches() == []
 
@@ -146,20 +127,13 @@ async def test_a_second_drop_caches_within_the_agents_min_interval_is_refused_on
         deploy(cluster, agent, app, anon_bytes=40 * MiB, file_bytes=20 * MiB) for app in ("cache", "logs")
     ]
     for app in ("cache", "logs"):
-        spec = guard_spec(app)
-        spec["actions"]["dropCaches"] = {"enabled": True, "level": 1}
-        cluster.add_guard(app, spec)
+        cluster.add_guard(app, _with_drop_caches(guard_spec(app)))
     await operators.start()
 
     def drops(state: str) -> list[dict]:
-        return [
-            e
-            for app in ("cache", "logs")
-            for e in _ledger(cluster, app)
-            if e["action"] == "drop_caches" and e["state"] == state
-        ]
+        return [e for app in ("cache", "logs") for e in cluster.ledger(app, "drop_caches", state)]
 
-    await _fill_with_page_cache(*caches, done=lambda: bool(drops("done") and drops("failed")))
+    await fill_with_page_cache(*caches, done=lambda: bool(drops("done") and drops("failed")))
     await asyncio.sleep(4)  # more cycles on the same page cache: neither guard asks again
     (done,), (refused,) = drops("done"), drops("failed")
     assert done["target"] == refused["target"] == "node/node-a"
@@ -181,7 +155,7 @@ async def test_dry_run_decides_records_and_posts_events_but_patches_nothing(
 
     async with Leak(web).running():
         entries = await eventually(
-            lambda: [e for e in _ledger(cluster, "web") if e["action"] == "restart" and e["state"] == "done"],
+            lambda: cluster.ledger("web", "restart", "done"),
             timeout=40,
         )
         await asyncio.sleep(2)
@@ -212,7 +186,7 @@ async def test_budget_holds_across_an_operator_restart_in_the_middle_of_a_leak(
 
     assert len(cluster.restart_patches("web")) == 1, "the budget in status held across the operator restart"
     assert "cooldown" in blocked[0]["message"] or "budget" in blocked[0]["message"]
-    restarts = [e for e in _ledger(cluster, "web") if e["action"] == "restart"]
+    restarts = cluster.ledger("web", "restart")
     assert [e["state"] for e in restarts] == ["done"]
 
 
@@ -231,9 +205,7 @@ async def test_unreachable_agent_gives_degraded_and_no_action_even_on_data_that_
     assert "rollout is in progress" in deferred[0]["message"]
     # The operator's history now says "restart": the agent goes away before the rollout ends.
     await agents.stop(agent)
-    degraded = await eventually(
-        lambda: (c := _condition(cluster, "web", "Degraded")) and c["status"] == "True" and c, timeout=15
-    )
+    degraded = await eventually(lambda: cluster.condition("web", "Degraded", "True"), timeout=15)
     assert "node-a" in degraded["message"]
     done = {"status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}}
     response = await cluster.kmock.patch(
@@ -247,9 +219,7 @@ async def test_unreachable_agent_gives_degraded_and_no_action_even_on_data_that_
     assert cluster.events("AgentsDegraded", kind="MemoryGuard")
 
     await agents.launch(agent)
-    await eventually(
-        lambda: (c := _condition(cluster, "web", "Degraded")) and c["status"] == "False", timeout=15
-    )
+    await eventually(lambda: cluster.condition("web", "Degraded", "False"), timeout=15)
 
 
 @pytest.mark.parametrize("status", [409, 500])
@@ -273,7 +243,7 @@ async def test_injected_api_errors_are_retried_without_a_double_restart(
 
     async with Leak(web).running():
         await eventually(
-            lambda: any(e["action"] == "restart" and e["state"] == "done" for e in _ledger(cluster, "web")),
+            lambda: bool(cluster.ledger("web", "restart", "done")),
             timeout=40,
         )
         await asyncio.sleep(3)
@@ -287,7 +257,7 @@ async def test_injected_api_errors_are_retried_without_a_double_restart(
         if r.method == "GET" and r.resource == kmock.resource("apps/v1/deployments") and r.name == "web"
     ]
     assert read_back, "the retry read the workload back after the failed patch"
-    (entry,) = [e for e in _ledger(cluster, "web") if e["action"] == "restart"]
+    (entry,) = cluster.ledger("web", "restart")
     assert "confirmed on retry" in entry["message"], entry
 
 
@@ -321,7 +291,7 @@ async def test_bare_pod_is_evicted_and_a_disruption_budget_429_waits_with_an_eve
     assert posts[0].name == "batch" and posts[0].data["kind"] == "Eviction"
     assert posts[0].data["deleteOptions"]["preconditions"]["uid"] == batch.pod_uid
     await eventually(
-        lambda: [e["state"] for e in _ledger(cluster, "batch") if e["action"] == "evict"] == ["done"],
+        lambda: [e["state"] for e in cluster.ledger("batch", "evict")] == ["done"],
         timeout=10,
     )
     assert cluster.restart_patches() == []

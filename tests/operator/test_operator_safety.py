@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
-from tests.operator.conftest import NAMESPACE, Agents, Cluster, Operators, eventually, free_port
+from tests.operator.conftest import NAMESPACE, Agents, Cluster, Operators, eventually
 from tests.operator.scenario import Leak, deploy, guard_spec
 from tests.support.cgroup_tree import MiB
+from tests.support.local_server import serving
 
 from memoryguard import annotations as keys
 from memoryguard.controller.ledger import rfc3339
@@ -25,15 +26,6 @@ pytestmark = pytest.mark.slow
 GUARDS = ("memoryguard.io/v1alpha1/memoryguards",)
 ROLLING = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 0, "availableReplicas": 1}
 ROLLED = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}
-
-
-def _ledger(cluster: Cluster, guard: str) -> list[dict]:
-    return list(cluster.guard(guard).get("status", {}).get("ledger") or [])
-
-
-def _condition(cluster: Cluster, guard: str, type_: str) -> dict | None:
-    conditions = cluster.guard(guard).get("status", {}).get("conditions") or []
-    return next((c for c in conditions if c.get("type") == type_), None)
 
 
 async def _set_deployment_status(cluster: Cluster, name: str, status: dict) -> None:
@@ -74,7 +66,7 @@ async def test_a_failed_intent_write_means_no_action_that_cycle_and_one_restart_
     (patch,) = cluster.restart_patches("web")
     restart_id = patch.data["spec"]["template"]["metadata"]["annotations"][keys.RESTART_ID]
     assert restart_id != first_id, "the action whose intent was not recorded never ran"
-    assert [e["id"] for e in _ledger(cluster, "web") if e["action"] == "restart"] == [restart_id]
+    assert [e["id"] for e in cluster.ledger("web", "restart")] == [restart_id]
 
 
 @pytest.mark.parametrize("landed", [True, False], ids=["patch landed", "died before the patch"])
@@ -106,7 +98,7 @@ async def test_an_intent_left_by_a_crashed_operator_is_settled_from_the_world_ne
 
     async with Leak(web, bytes_per_second=6 * MiB).running():
         (entry,) = await eventually(
-            lambda: [e for e in _ledger(cluster, "web") if e["id"] == restart_id and e["state"] != "intent"],
+            lambda: [e for e in cluster.ledger("web") if e["id"] == restart_id and e["state"] != "intent"],
             timeout=20,
         )
         # The same leak asks for a restart again: the budget the crashed operator spent holds.
@@ -135,14 +127,8 @@ async def _lagging(agent_port: int, lag_seconds: float) -> AsyncIterator[int]:
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", forward)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        try:
+        async with serving(app) as port:
             yield port
-        finally:
-            await runner.cleanup()
 
 
 @pytest.mark.parametrize("lag_seconds", [30.0, 0.0], ids=["stale", "fresh-control"])
@@ -160,7 +146,7 @@ async def test_a_stale_agent_gives_degraded_and_no_action(
         async with Leak(web_).running() as leak:
             if lag_seconds:
                 degraded = await eventually(
-                    lambda: (c := _condition(cluster, "web", "Degraded")) and c["status"] == "True" and c,
+                    lambda: cluster.condition("web", "Degraded", "True"),
                     timeout=20,
                 )
             await asyncio.sleep(max(0.0, leak.limit_reached_at() - time.time()) + 2)
@@ -169,7 +155,7 @@ async def test_a_stale_agent_gives_degraded_and_no_action(
         assert cluster.restart_patches() == [], "no action on numbers older than --agent-stale-seconds"
     else:
         assert len(cluster.restart_patches()) == 1, "the same leak through the same path is restarted"
-        assert (_condition(cluster, "web", "Degraded") or {}).get("status") != "True"
+        assert cluster.condition("web", "Degraded", "True") is None
 
 
 async def test_degraded_is_per_node_a_healthy_nodes_leak_is_still_restarted(
@@ -186,15 +172,13 @@ async def test_degraded_is_per_node_a_healthy_nodes_leak_is_still_restarted(
     await agents.stop(agent_b)
     await operators.start()
 
-    degraded = await eventually(
-        lambda: (c := _condition(cluster, "shop", "Degraded")) and c["status"] == "True" and c, timeout=20
-    )
+    degraded = await eventually(lambda: cluster.condition("shop", "Degraded", "True"), timeout=20)
     assert "node-b" in degraded["message"] and "node-a" not in degraded["message"], degraded
     assert cluster.guard("shop")["status"]["podsWatched"] == 2
     async with Leak(web_).running(), Leak(api).running():
         await eventually(lambda: cluster.restart_patches("web"), timeout=40)
     assert cluster.restart_patches("api") == [], "nothing is done on the unreachable node's numbers"
-    assert (_condition(cluster, "shop", "Degraded") or {}).get("status") == "True"
+    assert cluster.condition("shop", "Degraded", "True") is not None
 
 
 async def test_the_cluster_wide_cap_holds_a_second_restart_until_the_first_rollout_completes(
@@ -234,7 +218,7 @@ async def test_dry_run_decisions_do_not_spend_the_real_budget(
 
     async with Leak(web, bytes_per_second=5 * MiB).running() as leak:
         await eventually(
-            lambda: [e for e in _ledger(cluster, "web") if e["action"] == "restart" and e.get("dryRun")],
+            lambda: [e for e in cluster.ledger("web", "restart") if e.get("dryRun")],
             timeout=40,
         )
         response = await cluster.kmock.patch(
@@ -289,7 +273,7 @@ async def test_an_eviction_a_disruption_budget_never_allows_is_given_up_with_an_
         failed = await eventually(lambda: cluster.events("EvictionFailed", kind="Pod"), timeout=40)
     assert "given up" in failed[0]["message"] and "refused it" in failed[0]["message"]
     (entry,) = await eventually(
-        lambda: [e for e in _ledger(cluster, "batch") if e["action"] == "evict" and e["state"] == "failed"],
+        lambda: cluster.ledger("batch", "evict", "failed"),
         timeout=10,
     )
     assert "given up" in entry["message"]
@@ -314,7 +298,7 @@ async def test_statefulset_and_daemonset_pods_get_their_own_workload_restarted(
     assert annotations[keys.KUBECTL_RESTARTED_AT].endswith("Z")
     # The outcome reaches status in the background, after the patch.
     (entry,) = await eventually(
-        lambda: [e for e in _ledger(cluster, "db") if e["action"] == "restart" and e["state"] == "done"],
+        lambda: cluster.ledger("db", "restart", "done"),
         timeout=10,
     )
     assert entry["target"] == f"{kind.lower()}/db"

@@ -9,20 +9,13 @@ from tests.operator.conftest import GUARDS, NAMESPACE, Cluster, Operators, event
 from tests.operator.scenario import guard_spec
 
 
-def _ready(cluster: Cluster, name: str) -> dict | None:
-    conditions = cluster.guard(name).get("status", {}).get("conditions") or []
-    return next((c for c in conditions if c.get("type") == "Ready"), None)
-
-
 async def test_invalid_spec_gives_ready_false_naming_the_field_until_it_is_fixed(
     cluster: Cluster, operators: Operators
 ) -> None:
     cluster.add_guard("web", guard_spec("web", thresholds={"warn": "95%", "act": "90%"}))
     await operators.start()
 
-    condition = await eventually(
-        lambda: (c := _ready(cluster, "web")) and c["status"] == "False" and c, timeout=15
-    )
+    condition = await eventually(lambda: cluster.condition("web", "Ready", "False"), timeout=15)
     assert condition["reason"] == "InvalidSpec"
     assert "spec.thresholds.warn" in condition["message"]
 
@@ -32,9 +25,7 @@ async def test_invalid_spec_gives_ready_false_naming_the_field_until_it_is_fixed
         url, json=fixed, headers={"Content-Type": "application/merge-patch+json"}
     )
     assert response.status == 200
-    ready = await eventually(
-        lambda: (c := _ready(cluster, "web")) and c["status"] == "True" and c, timeout=15
-    )
+    ready = await eventually(lambda: cluster.condition("web", "Ready", "True"), timeout=15)
     assert ready["reason"] == "Watching"
     assert cluster.restart_patches() == []
     assert cluster.kmock.objects[GUARDS, NAMESPACE, "web"]
