@@ -10,6 +10,7 @@ import pytest
 from tests.support.cgroup_tree import CgroupTree, MiB, build_node
 
 from memoryguard.agent import cgroup
+from memoryguard.agent.sampler import Sampler
 
 
 def sample(*args: str) -> dict:
@@ -105,13 +106,13 @@ def test_no_skip_unchanged_parses_every_file_at_every_tick(tmp_path):
     tree = build_node(tmp_path / "node", containers=10)
     assert sample("--root", str(tree.root), "--repeat", "3")["skip_unchanged"] is True
     assert sample("--root", str(tree.root), "--repeat", "3", "--no-skip-unchanged")["skip_unchanged"] is False
-    layout = cgroup.layout_for(2)
     for skip in (True, False):
-        cgroup.SKIP_UNCHANGED = skip
-        try:
-            plan = cgroup._plans(layout, frozenset())[cgroup.ALL_TIERS]
-        finally:
-            cgroup.SKIP_UNCHANGED = True
-        skippable = {name for name, _, may_skip in plan if may_skip}
-        assert not {"memory.current", "memory.stat"} & skippable
-        assert ("memory.max" in skippable and "memory.events" in skippable) is skip, (skip, skippable)
+        sampler = Sampler(tree.root, proc_root=tree.root.parent / "proc", skip_unchanged=skip)
+        sampler.tick()
+        probes = [t.probe for t in sampler._containers.values()]
+        assert len(probes) == 10
+        for probe in probes:
+            plan = probe._plans[cgroup.ALL_TIERS]
+            skippable = {name for name, _, may_skip in plan if may_skip}
+            assert not {"memory.current", "memory.stat"} & skippable
+            assert ("memory.max" in skippable and "memory.events" in skippable) is skip, (skip, skippable)

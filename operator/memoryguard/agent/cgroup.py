@@ -373,12 +373,9 @@ def layout_for(version: int) -> Layout:
 # (file name, applier, whether unchanged bytes may skip the applier) in reading order
 Plan = tuple[tuple[str, Applier, bool], ...]
 _PLAN_CACHE: dict[tuple[int, frozenset[str], bool], dict[int, Plan]] = {}
-# Off only to measure what the skip saves (`memoryguard sample --no-skip-unchanged`); set it
-# before any probe exists.
-SKIP_UNCHANGED = True
 
 
-def _plans(layout: Layout, missing: frozenset[str]) -> dict[int, Plan]:
+def _plans(layout: Layout, missing: frozenset[str], skip_unchanged: bool = True) -> dict[int, Plan]:
     """One flat plan per combination of tiers, so a read is a single loop.
 
     ``memory.stat`` comes second (after usage), read once with one picker for the keys of all
@@ -387,16 +384,17 @@ def _plans(layout: Layout, missing: frozenset[str]) -> dict[int, Plan]:
 
     Only MEDIUM and SLOW files that are not ``derived`` may skip their applier when their
     bytes did not change: the fields they set are set by nothing else. ``memory.stat`` and the
-    usage file may not: the FAST read writes their fields in between.
+    usage file may not: the FAST read writes their fields in between. ``skip_unchanged`` False
+    (benchmarks only: `memoryguard sample --no-skip-unchanged`) makes nothing skippable.
     """
-    key = (layout.version, missing, SKIP_UNCHANGED)
+    key = (layout.version, missing, skip_unchanged)
     plans = _PLAN_CACHE.get(key)
     if plans is None:
         plans = {}
         for mask in range(1, ALL_TIERS + 1):
             tiers = [tier for tier in (FAST, MEDIUM, SLOW) if tier & mask]
             files = [
-                (name, apply, SKIP_UNCHANGED and tier != FAST and name not in layout.derived)
+                (name, apply, skip_unchanged and tier != FAST and name not in layout.derived)
                 for tier in tiers
                 for name, apply in layout.tiers[tier]
                 if name not in missing
@@ -430,6 +428,7 @@ class CgroupProbe:
         "_fast",
         "_plans",
         "_prefix",
+        "_skip_unchanged",
         "extra",
         "layout",
         "missing",
@@ -439,23 +438,24 @@ class CgroupProbe:
         "values",
     )
 
-    def __init__(self, path: str | Path, layout: Layout) -> None:
+    def __init__(self, path: str | Path, layout: Layout, *, skip_unchanged: bool = True) -> None:
         self.path = str(path)
         self.layout = layout
+        self._skip_unchanged = skip_unchanged
         self.values: list[Any] = new_values()
         self.row = new_row(self.values)
         self.raw: dict[str, bytes] = {}
         self.extra: dict[str, int | None] = {}
         self.missing: set[str] = set()
         self._applied: dict[str, bytes] = {}  # skippable file -> the bytes last applied cleanly
-        self._plans = _plans(layout, frozenset())
+        self._plans = _plans(layout, frozenset(), skip_unchanged)
         self._fast = _FAST_SPECS[layout.version]
         self._dir_fd: int | None = None
         self._prefix = self.path + "/"  # what file names are joined to: "" once the directory is open
         self._by_path = False  # the directory could not be opened (no descriptors left): use paths
 
     def _plan(self) -> None:
-        self._plans = _plans(self.layout, frozenset(self.missing))
+        self._plans = _plans(self.layout, frozenset(self.missing), self._skip_unchanged)
 
     def _attach(self) -> bool:
         """Open the cgroup directory; False when it is gone. Other failures keep path opens."""

@@ -173,6 +173,7 @@ class Sampler:
         medium_every_ticks: int = 10,
         slow_every_ticks: int = 10,
         pod_every_ticks: int = 30,
+        skip_unchanged: bool = True,
     ) -> None:
         if interval_seconds <= 0:
             raise ValueError(f"interval_seconds must be > 0, got {interval_seconds!r}")
@@ -195,6 +196,7 @@ class Sampler:
         self._node = NodeProbe(self.hierarchy, self.proc_root)
         self._clock = clock
         self._layout = layout_for(self.cgroup_version)
+        self.skip_unchanged = skip_unchanged  # False only to measure the skip (sample --no-skip-unchanged)
         self._ring_shape = {
             "retention_seconds": retention_seconds,
             "interval_seconds": interval_seconds,
@@ -348,7 +350,12 @@ class Sampler:
     def _track(self, cgroup: ContainerCgroup | PodCgroup, ring: SampleRing | None) -> _Tracked:
         # Consecutive phases spread each tier's reads evenly over the ticks.
         self._next_phase += 1
-        return _Tracked(cgroup, CgroupProbe(cgroup.path, self._layout), self._next_phase, ring)
+        return _Tracked(
+            cgroup,
+            CgroupProbe(cgroup.path, self._layout, skip_unchanged=self.skip_unchanged),
+            self._next_phase,
+            ring,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick every ``interval_seconds`` until ``stop`` is set.

@@ -97,12 +97,15 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--serve-repeat and --serve-seconds must be ≥ 1")
     loaded = [] if args.no_agent_imports else _import_agent_modules()
 
-    from memoryguard.agent import cgroup
     from memoryguard.agent.sampler import Sampler
 
-    cgroup.SKIP_UNCHANGED = not args.no_skip_unchanged
     clock = _FakeClock(time.time(), step_seconds=1.0)
-    sampler = Sampler(args.root, clock=clock, retention_seconds=args.retention)
+    sampler = Sampler(
+        args.root,
+        clock=clock,
+        retention_seconds=args.retention,
+        skip_unchanged=not args.no_skip_unchanged,
+    )
     sampler.tick()  # discovery, and the first full read of every cgroup
     clock.advance()
     fill_ticks = 0
@@ -151,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         "rss_peak_bytes": status.get("VmHWM"),
         "ring_bytes": sampler.ring_bytes(),
         "rings_filled": args.fill_rings,
-        "skip_unchanged": cgroup.SKIP_UNCHANGED,
+        "skip_unchanged": sampler.skip_unchanged,
         "fill_ticks": fill_ticks,
         "agent_modules_loaded": loaded,
         "errors": dict(sampler.errors),
