@@ -420,14 +420,20 @@ def saw_near_limit(rng: random.Random) -> Workload:
     return step
 
 
-def swap_plateau(rng: random.Random) -> Workload:
-    """A cache service warming up past memory.high: its cold pages go to swap, then it levels off."""
+def warm_up_to_plateau(rng: random.Random, plateau_bytes: float) -> Workload:
+    """Anon rises from 40 MiB as 1 - e^(-t/60) to ``plateau_bytes``, then only allocator noise."""
+    base_bytes = 40 * MIB
 
     def step(tick: int, throttle: float) -> tuple[float, float, float, float]:
-        anon = 40 * MIB + 270 * MIB * (1 - math.exp(-tick / 60)) + allocator_noise(rng, 1.0 * MIB)
-        return anon, 30 * MIB, 0.5, 6 * MIB
+        anon = base_bytes + (plateau_bytes - base_bytes) * (1 - math.exp(-tick / 60))
+        return anon + allocator_noise(rng, 1.0 * MIB), 30 * MIB, 0.5, 6 * MIB
 
     return step
+
+
+def swap_plateau(rng: random.Random) -> Workload:
+    """A cache service warming up past memory.high: its cold pages go to swap, then it levels off."""
+    return warm_up_to_plateau(rng, 310 * MIB)
 
 
 def extra_slab(cg: Cgroup, rng: random.Random) -> object:

@@ -13,32 +13,15 @@ them like `memoryguard bench --lead N --policy memoryguard`, and prints one line
 from __future__ import annotations
 
 import argparse
-import math
-import random
-from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
-from tests.traces.synth.generate import MIB, SPECS, Cgroup, Workload, allocator_noise, render
+from tests.traces.synth.generate import MIB, SPECS, Cgroup, render, warm_up_to_plateau
 
 from memoryguard.commands.bench import load_policy, load_traces, score_trace
 
-MAX_BYTES = 384 * MIB
-BASE_ANON_BYTES = 40 * MIB
-
-
-def plateau(share: float) -> Callable[[random.Random], Workload]:
-    """The swap-plateau workload, levelling off at ``share`` of memory.max in anon."""
-    rise_bytes = share * MAX_BYTES - BASE_ANON_BYTES
-
-    def workload(rng: random.Random) -> Workload:
-        def step(tick: int, throttle: float) -> tuple[float, float, float, float]:
-            anon = BASE_ANON_BYTES + rise_bytes * (1 - math.exp(-tick / 60)) + allocator_noise(rng, 1.0 * MIB)
-            return anon, 30 * MIB, 0.5, 6 * MIB
-
-        return step
-
-    return workload
+MAX_BYTES = 384 * MIB  # synth-swap-plateau-safe's memory.max
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,13 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--percents", default="72,76,80,83,85,87,89,91", help="plateaus, %% of memory.max")
     parser.add_argument("--seeds", type=int, default=4)
     args = parser.parse_args(argv)
+    if not 1 <= args.seeds <= 10:
+        parser.error("--seeds must be 1..10 (each plateau's seeds are 10 apart)")
     base = next(s for s in SPECS if s.name == "synth-swap-plateau-safe")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "swap": lambda rng: Cgroup(rng, MAX_BYTES, high_bytes=256 * MIB, swap_max_bytes=128 * MIB),
-        "noswap": lambda rng: Cgroup(rng, MAX_BYTES),
-    }
+    settings = {"swap": base.cgroup, "noswap": lambda rng: Cgroup(rng, MAX_BYTES)}
     percents = [int(p) for p in args.percents.split(",")]
     for percent in percents:
         for setting, cgroup in settings.items():
@@ -67,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                     seed=base.seed * 1000 + percent * 10 + n,
                     description=f"warm-up to a plateau at {percent}% of memory.max ({setting})",
                     cgroup=cgroup,
-                    workload=plateau(percent / 100),
+                    workload=partial(warm_up_to_plateau, plateau_bytes=percent / 100 * MAX_BYTES),
                 )
                 (out / f"{spec.name}.csv").write_text(render(spec))
     traces, errors = load_traces([str(out)])
